@@ -1,0 +1,194 @@
+"""The program AST: frozen attrs classes with tuple children.
+
+Every node carries a :class:`Span` that equality and hashing ignore, so two
+programs that differ only in layout or comments compare equal::
+
+    >>> from deepleaps.lang import parse
+    >>> parse("$root( $A->$B )") == parse("$root($A -> $B)  # same")
+    True
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Union
+
+import attrs
+
+if TYPE_CHECKING:
+    from deepleaps.lang.visitor import Visitor
+
+
+@attrs.frozen
+class Span:
+    """Where a piece of source text lies: 1-based line and column, end exclusive."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+def _span() -> Span | None:
+    return attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
+
+@attrs.frozen
+class Comment:
+    """A `#` comment, kept for the formatter; never part of program equality."""
+
+    text: str
+    line: int
+
+
+# ---- literal values ---------------------------------------------------------
+
+
+@attrs.frozen
+class Integer:
+    value: int
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_integer(self)
+
+
+@attrs.frozen
+class Float:
+    value: float
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_float(self)
+
+
+@attrs.frozen
+class String:
+    value: str
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_string(self)
+
+
+@attrs.frozen
+class Boolean:
+    value: bool
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_boolean(self)
+
+
+@attrs.frozen
+class Null:
+    span: Span | None = _span()
+
+    @property
+    def value(self) -> None:
+        return None
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_null(self)
+
+
+@attrs.frozen
+class Variable:
+    """`$name` or `$name.attr`: resolved when the command runs, not when parsed."""
+
+    name: str
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_variable(self)
+
+
+@attrs.frozen
+class List:
+    items: tuple[Value, ...] = attrs.field(converter=tuple)
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_list(self)
+
+
+Value = Union[Integer, Float, String, Boolean, Null, Variable, List]
+
+
+# ---- program structure --------------------------------------------------------
+
+
+class NodeKind(enum.Enum):
+    """How a node names what it runs (DESIGN §3)."""
+
+    INSTANCE = "$"  # $NAME: reuse the instance NAME, or create it from DEFINE[NAME]
+    DEFINE = ""  # NAME: a fresh instance of DEFINE[NAME]
+    CLASS = "*"  # *Class: a fresh instance of a command class
+
+
+@attrs.frozen
+class Argument:
+    name: str
+    value: Value
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_argument(self)
+
+
+@attrs.frozen
+class Node:
+    """One node reference with its inline arguments and its children chains."""
+
+    kind: NodeKind
+    name: str
+    arguments: tuple[Argument, ...] = attrs.field(default=(), converter=tuple)
+    children: tuple[Chain, ...] = attrs.field(default=(), converter=tuple)
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_node(self)
+
+
+@attrs.frozen
+class Chain:
+    """`A -> B -> C`: each node runs after the one before it."""
+
+    nodes: tuple[Node, ...] = attrs.field(converter=tuple)
+    span: Span | None = _span()
+
+    @nodes.validator
+    def _not_empty(self, attribute, value):
+        if not value:
+            raise ValueError("a chain has at least one node")
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_chain(self)
+
+
+@attrs.frozen
+class Program:
+    """One or more statements; each statement is a chain."""
+
+    statements: tuple[Chain, ...] = attrs.field(converter=tuple)
+    comments: tuple[Comment, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_program(self)
+
+
+AstNode = Union[Program, Chain, Node, Argument, Value]
+
+
+def python_value(value: Value):
+    """The plain Python value of a literal; variables stay :class:`Variable`."""
+    if isinstance(value, List):
+        return [python_value(item) for item in value.items]
+    if isinstance(value, Variable):
+        return value
+    return value.value

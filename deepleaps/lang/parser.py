@@ -1,0 +1,419 @@
+"""Program text → AST.
+
+The grammar (``grammar/deepleaps.lark``) is loaded once, at import. Every
+Lark tree, token and exception stays inside this module: callers get a
+:class:`~deepleaps.lang.ast.Program` or a :class:`ProgramError`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import math
+import re
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+
+import attrs
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from deepleaps.lang import ast
+from deepleaps.lang.diagnostics import Diagnostic, ProgramError, SourceText, words
+
+#: Parentheses and brackets nest at most this deep. Deeper input is an error,
+#: which keeps every recursive walk of the AST (printing, equality, JSON)
+#: far below Python's recursion limit.
+MAX_NESTING = 64
+
+Locate = Callable[[int, int], tuple[int, int]]
+
+_OPENERS = {"LPAR": "(", "LSQB": "["}
+_CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB"}
+_NODE_TERMINALS = {"INSTANCE", "DEFINE", "CLASS"}
+_VALUE_TERMINALS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NULL", "VARIABLE"}
+#: How expected terminals are named in messages, in the order they are listed.
+_TERMINAL_WORDS = {
+    "RPAR": "')'",
+    "RSQB": "']'",
+    "_ARROW": "'->'",
+    "COMMA": "','",
+    "EQUAL": "'='",
+    "LPAR": "'('",
+    "LSQB": "'['",
+    "NAME": "an argument name",
+    "_NL": "a new line",
+    "$END": "the end of the program",
+}
+
+
+@attrs.define
+class _ParseState:
+    """What the post-lexer learns during one parse."""
+
+    comments: list[ast.Comment] = attrs.Factory(list)
+    open_brackets: list[Token] = attrs.Factory(list)
+    last: Token | None = None
+
+
+_state: contextvars.ContextVar[_ParseState] = contextvars.ContextVar("deepleaps_parse_state")
+
+
+class _NestingTooDeep(Exception):
+    def __init__(self, token: Token):
+        self.token = token
+
+
+class _PostLexer:
+    """Drops comments (keeping them for the formatter), tracks bracket depth and
+    keeps only the newlines that can end a statement: one per run, at depth 0,
+    after a token other than '->' or ','."""
+
+    always_accept = ("_NL", "COMMENT")
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        state = _state.get()
+        for token in stream:
+            kind = token.type
+            if kind == "COMMENT":
+                state.comments.append(ast.Comment(str(token), token.line))
+                continue
+            if kind == "_NL" and (
+                state.open_brackets or state.last is None or state.last.type in ("_ARROW", "COMMA", "_NL")
+            ):
+                continue
+            if kind in _OPENERS:
+                state.open_brackets.append(token)
+                if len(state.open_brackets) > MAX_NESTING:
+                    raise _NestingTooDeep(token)
+            elif kind in _CLOSERS and state.open_brackets and state.open_brackets[-1].type == _CLOSERS[kind]:
+                state.open_brackets.pop()
+            state.last = token
+            yield token
+
+
+def grammar_text() -> str:
+    """The grammar file: package data ``deepleaps.grammar`` in a wheel; in a
+    source checkout (editable install) the top-level ``grammar/`` folder."""
+    try:
+        folder = resources.files("deepleaps.grammar")
+    except ModuleNotFoundError:
+        folder = Path(__file__).resolve().parents[2] / "grammar"
+    return folder.joinpath("deepleaps.lark").read_text(encoding="utf-8")
+
+
+def _load_grammar() -> Lark:
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, postlex=_PostLexer(), maybe_placeholders=False)
+
+
+_LARK = _load_grammar()
+
+_ESCAPE = re.compile(r'\\(u[0-9a-fA-F]{4}|["\\/bfnrt])')
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    def __init__(self, filename: str, locate: Locate | None, source: SourceText):
+        super().__init__()
+        self.filename = filename
+        self.locate = locate
+        self.source = source
+
+    def _span(self, meta_or_token) -> ast.Span:
+        m = meta_or_token
+        line, column, end_line, end_column = m.line, m.column, m.end_line, m.end_column
+        if self.locate is not None:
+            line, column = self.locate(line, column)
+            end_line, end_column = self.locate(end_line, end_column)
+        return ast.Span(self.filename, line, column, end_line, end_column)
+
+    def _fail(self, message: str, token: Token, offset: int = 0, width: int | None = None, hint=None):
+        span = self._span(token)
+        column = span.column + offset
+        end = column + (width if width is not None else span.end_column - span.column - offset)
+        span = attrs.evolve(span, column=column, end_line=span.line, end_column=end)
+        raise ProgramError([Diagnostic(message, span, self.source.line(span.line), hint=hint)])
+
+    def start(self, meta, chains):
+        return ast.Program(chains, comments=_state.get().comments, span=self._span(meta))
+
+    def chain(self, meta, nodes):
+        return ast.Chain(nodes, span=self._span(meta))
+
+    def node(self, meta, parts):
+        head, *rest = parts
+        kind = {"INSTANCE": ast.NodeKind.INSTANCE, "DEFINE": ast.NodeKind.DEFINE, "CLASS": ast.NodeKind.CLASS}[
+            head.type
+        ]
+        name = str(head)[len(kind.value) :]
+        arguments: tuple = ()
+        children: tuple = ()
+        for part in rest:
+            if isinstance(part, _Arguments):
+                arguments = part.items
+            else:
+                children = part
+        seen: dict[str, ast.Argument] = {}
+        for argument in arguments:
+            if argument.name in seen:
+                raise ProgramError(
+                    [
+                        Diagnostic(
+                            f"argument '{argument.name}' is given twice",
+                            argument.span,
+                            self.source.line(argument.span.line),
+                        )
+                    ]
+                )
+            seen[argument.name] = argument
+        return ast.Node(kind, name, arguments, children, span=self._span(meta))
+
+    def children(self, meta, chains):
+        return tuple(chains)
+
+    def arguments(self, meta, items):
+        return _Arguments(tuple(items))
+
+    def argument(self, meta, parts):
+        name, value = parts
+        return ast.Argument(str(name), value, span=self._span(meta))
+
+    def integer(self, meta, parts):
+        return ast.Integer(int(parts[0]), span=self._span(meta))
+
+    def float(self, meta, parts):
+        value = float(parts[0])
+        if math.isinf(value):
+            self._fail(f"number out of range: {parts[0]}", parts[0])
+        return ast.Float(value, span=self._span(meta))
+
+    def string(self, meta, parts):
+        return ast.String(self._decode(parts[0]), span=self._span(meta))
+
+    def true(self, meta, parts):
+        return ast.Boolean(True, span=self._span(meta))
+
+    def false(self, meta, parts):
+        return ast.Boolean(False, span=self._span(meta))
+
+    def null(self, meta, parts):
+        return ast.Null(span=self._span(meta))
+
+    def variable(self, meta, parts):
+        return ast.Variable(str(parts[0])[1:], span=self._span(meta))
+
+    def list(self, meta, items):
+        return ast.List(items, span=self._span(meta))
+
+    def _decode(self, token: Token) -> str:
+        text = str(token)
+        if "\\" not in text:
+            return text[1:-1]
+        position = 1
+        while (position := text.find("\\", position)) >= 0:
+            match = _ESCAPE.match(text, position)
+            if match is None:
+                escape = text[position : position + 2]
+                self._fail(
+                    f"invalid escape '{escape}' in string",
+                    token,
+                    offset=position,
+                    width=len(escape),
+                    hint='valid escapes: \\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX',
+                )
+            position = match.end()
+        value = json.loads(text)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self._fail("string holds an unpaired surrogate escape (\\uD800-\\uDFFF)", token)
+        return value
+
+
+@attrs.frozen
+class _Arguments:
+    items: tuple
+
+
+def parse(
+    text: str | bytes,
+    filename: str = "<program>",
+    *,
+    locate: Locate | None = None,
+    source: SourceText | None = None,
+) -> ast.Program:
+    """Parse program text into a :class:`~deepleaps.lang.ast.Program`.
+
+    Args:
+        text: the program; bytes must be UTF-8.
+        filename: the name diagnostics and spans show.
+        locate: maps (line, column) in ``text`` to the position in ``source``,
+            for programs embedded in another file (a YAML string).
+        source: the file whose lines diagnostics show; ``text`` by default.
+
+    Raises:
+        ProgramError: with the position, the line, a caret and what was expected.
+
+    Example:
+        >>> parse("$root( $A -> $B )").statements[0].nodes[0].name
+        'root'
+    """
+    if isinstance(text, bytes):
+        text = _decode_utf8(text, filename)
+    source = source or SourceText(filename, text)
+    position = _Positions(filename, locate, source)
+    if not text.strip() or _only_comments(text):
+        raise ProgramError([position.diagnostic("empty program: expected a node such as '$root( … )'", 1, 1)])
+    token = _state.set(_ParseState())
+    try:
+        tree = _LARK.parse(text)
+        return _ToAst(filename, locate, source).transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, ProgramError):
+            raise error.orig_exc from None
+        raise
+    except _NestingTooDeep as error:
+        raise ProgramError(
+            [
+                position.diagnostic(
+                    f"nesting deeper than {MAX_NESTING} levels of '(' and '['",
+                    error.token.line,
+                    error.token.column,
+                )
+            ]
+        ) from None
+    except UnexpectedInput as error:
+        raise ProgramError([_describe(error, text, position)]) from None
+    finally:
+        _state.reset(token)
+
+
+def _only_comments(text: str) -> bool:
+    return all(not line.strip() or line.lstrip().startswith("#") for line in text.split("\n"))
+
+
+def _decode_utf8(data: bytes, filename: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        line = data.count(b"\n", 0, error.start) + 1
+        prefix = data[line_start : error.start].decode("utf-8", errors="replace")
+        column = len(prefix) + 1
+        shown = data[line_start:].split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        span = ast.Span(filename, line, column, line, column + 1)
+        bad = data[error.start]
+        raise ProgramError([Diagnostic(f"the program is not valid UTF-8 (byte 0x{bad:02x})", span, shown)]) from None
+
+
+@attrs.frozen
+class _Positions:
+    filename: str
+    locate: Locate | None
+    source: SourceText
+
+    def diagnostic(self, message: str, line: int, column: int, width: int = 1, hint=None) -> Diagnostic:
+        end_column = column + width
+        if self.locate is not None:
+            line, column = self.locate(line, column)
+            end_column = column + width
+        span = ast.Span(self.filename, line, column, line, end_column)
+        return Diagnostic(message, span, self.source.line(line), hint=hint)
+
+
+def _describe(error: UnexpectedInput, text: str, position: _Positions) -> Diagnostic:
+    """Turn a Lark error into a message a user can act on."""
+    state = _state.get()
+    last = state.last
+    if isinstance(error, UnexpectedCharacters):
+        line, column = error.line, error.column
+        char = text[error.pos_in_stream]
+        expected = set(error.allowed or ())
+        unexpected = None
+    else:
+        token = error.token if isinstance(error, UnexpectedToken) else None
+        expected = set(getattr(error, "expected", None) or ())
+        if token is None or token.type == "$END" or isinstance(error, UnexpectedEOF):
+            return _unexpected_end(text, expected, last, state, position)
+        line, column, char, unexpected = token.line, token.column, None, token
+
+    if state.open_brackets or last is None or last.type == "_NL":
+        expected.discard("_NL")  # the lexer always accepts one; here it could not end a statement
+    if not state.open_brackets:
+        expected -= {"RPAR", "RSQB", "COMMA"}  # LALR merges states: nothing is open to close
+    malformed = _malformed_number(text, last, line, column)
+    if malformed is not None:
+        return position.diagnostic(f"malformed number '{malformed}'", last.line, last.column, len(malformed))
+    if unexpected is None and char == '"':
+        return position.diagnostic("unterminated string", line, column, hint="close it with '\"' on the same line")
+    if last is not None and last.type == "_ARROW" and _NODE_TERMINALS & expected:
+        return position.diagnostic("'->' must be followed by a node ($NAME, NAME or *Class)", line, column)
+    if unexpected is not None and unexpected.type in _CLOSERS and not _is_open(state, unexpected.type):
+        return position.diagnostic(
+            f"unexpected '{unexpected}': there is no '{_OPENERS[_CLOSERS[unexpected.type]]}' to close",
+            line,
+            column,
+        )
+    what = _token_words(unexpected) if unexpected is not None else f"character {char!r}"
+    hint = None
+    if unexpected is not None and unexpected.type in ("DEFINE", "NAME") and _VALUE_TERMINALS & expected:
+        hint = f'strings are written in double quotes: "{unexpected}"'
+    if last is not None and last.type == "_NL":
+        hint = "a statement ends at the end of its line; wrap it in ( ) or end the line with '->'"
+    width = len(str(unexpected)) if unexpected is not None and unexpected.type != "_NL" else 1
+    return position.diagnostic(f"unexpected {what}; expected {_expected_words(expected)}", line, column, width, hint)
+
+
+def _unexpected_end(text: str, expected: set, last: Token | None, state: _ParseState, position: _Positions):
+    line = text.count("\n") + 1
+    column = len(text) - (text.rfind("\n") + 1) + 1
+    hint = None
+    if state.open_brackets:
+        opener = state.open_brackets[-1]
+        hint = f"the '{opener}' at line {opener.line}, column {opener.column} is never closed"
+    if last is not None and last.type == "_ARROW":
+        return position.diagnostic("'->' with nothing after it: expected a node", last.line, last.column, 2, hint)
+    return position.diagnostic(f"unexpected end of input; expected {_expected_words(expected)}", line, column, 1, hint)
+
+
+def _is_open(state: _ParseState, closer: str) -> bool:
+    return any(token.type == _CLOSERS[closer] for token in state.open_brackets)
+
+
+_NUMBER_TAIL = re.compile(r"[0-9A-Za-z_.+\-]*")
+
+
+def _malformed_number(text: str, last: Token | None, line: int, column: int) -> str | None:
+    """``1e``, ``0x1F``, ``1.2.3``: a number token glued to more number-like text."""
+    if last is None or last.type not in ("INT", "FLOAT") or last.end_line != line or last.end_column != column:
+        return None
+    start = last.start_pos
+    end = _NUMBER_TAIL.match(text, last.end_pos).end()
+    if end == last.end_pos:
+        return None
+    return text[start:end]
+
+
+def _token_words(token: Token) -> str:
+    if token.type == "_NL":
+        return "end of line"
+    if token.type in ("DEFINE", "NAME"):
+        return f"name '{token}'"
+    if token.type in ("INT", "FLOAT"):
+        return f"number {token}"
+    if token.type == "STRING":
+        return "string " + (str(token) if len(token) <= 20 else str(token)[:17] + '..."')
+    return f"'{token}'"
+
+
+def _expected_words(expected: set[str]) -> str:
+    phrases = []
+    if _NODE_TERMINALS & expected:
+        phrases.append("a node ($NAME, NAME or *Class)")
+    if _VALUE_TERMINALS & expected:
+        phrases.append("a value")
+    for terminal, phrase in _TERMINAL_WORDS.items():
+        if terminal in expected and not (terminal == "LSQB" and _VALUE_TERMINALS & expected):
+            phrases.append(phrase)
+    return words(phrases) or "something else"

@@ -1,0 +1,1 @@
+"""The grammar of the deepleaps command language, shipped as package data (``deepleaps.grammar``)."""
