@@ -11,7 +11,7 @@ programs that differ only in layout or comments compare equal::
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -116,7 +116,7 @@ class List:
         return visitor.visit_list(self)
 
 
-Value = Union[Integer, Float, String, Boolean, Null, Variable, List]
+Value = Integer | Float | String | Boolean | Null | Variable | List
 
 
 # ---- program structure --------------------------------------------------------
@@ -182,7 +182,7 @@ class Program:
         return visitor.visit_program(self)
 
 
-AstNode = Union[Program, Chain, Node, Argument, Value]
+AstNode = Program | Chain | Node | Argument | Value
 
 
 def python_value(value: Value):

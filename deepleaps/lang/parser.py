@@ -31,7 +31,8 @@ Locate = Callable[[int, int], tuple[int, int]]
 
 _OPENERS = {"LPAR": "(", "LSQB": "["}
 _CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB"}
-_NODE_TERMINALS = {"INSTANCE", "DEFINE", "CLASS"}
+_NODE_KINDS = {"INSTANCE": ast.NodeKind.INSTANCE, "DEFINE": ast.NodeKind.DEFINE, "CLASS": ast.NodeKind.CLASS}
+_NODE_TERMINALS = set(_NODE_KINDS)
 _VALUE_TERMINALS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NULL", "VARIABLE"}
 #: How expected terminals are named in messages, in the order they are listed.
 _TERMINAL_WORDS = {
