@@ -125,3 +125,18 @@ def words(items: Iterable[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def decode_utf8(data: bytes, filename: str) -> str:
+    """Decode source bytes; a bad byte is a ProgramError at its line and column."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        line = data.count(b"\n", 0, error.start) + 1
+        prefix = data[line_start : error.start].decode("utf-8", errors="replace")
+        column = len(prefix) + 1
+        shown = data[line_start:].split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        span = Span(filename, line, column, line, column + 1)
+        bad = data[error.start]
+        raise ProgramError([Diagnostic(f"the file is not valid UTF-8 (byte 0x{bad:02x})", span, shown)]) from None

@@ -20,7 +20,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from deepleaps.lang import ast
-from deepleaps.lang.diagnostics import Diagnostic, ProgramError, SourceText, words
+from deepleaps.lang.diagnostics import Diagnostic, ProgramError, SourceText, decode_utf8, words
 
 #: Parentheses and brackets nest at most this deep. Deeper input is an error,
 #: which keeps every recursive walk of the AST (printing, equality, JSON)
@@ -261,7 +261,7 @@ def parse(
         'root'
     """
     if isinstance(text, bytes):
-        text = _decode_utf8(text, filename)
+        text = decode_utf8(text, filename)
     source = source or SourceText(filename, text)
     position = _Positions(filename, locate, source)
     if not text.strip() or _only_comments(text):
@@ -292,20 +292,6 @@ def parse(
 
 def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.split("\n"))
-
-
-def _decode_utf8(data: bytes, filename: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line_start = data.rfind(b"\n", 0, error.start) + 1
-        line = data.count(b"\n", 0, error.start) + 1
-        prefix = data[line_start : error.start].decode("utf-8", errors="replace")
-        column = len(prefix) + 1
-        shown = data[line_start:].split(b"\n", 1)[0].decode("utf-8", errors="replace")
-        span = ast.Span(filename, line, column, line, column + 1)
-        bad = data[error.start]
-        raise ProgramError([Diagnostic(f"the program is not valid UTF-8 (byte 0x{bad:02x})", span, shown)]) from None
 
 
 @attrs.frozen

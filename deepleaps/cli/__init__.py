@@ -1,0 +1,21 @@
+"""The ``deepleaps`` command line: one module per subcommand.
+
+Exit codes, for every subcommand: 0 ok, 1 program errors (diagnostics on
+stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import click
+
+from deepleaps import __version__
+from deepleaps.cli.fmt import fmt
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deepleaps")
+def main() -> None:
+    """deepleaps: train PyTorch models with a program you can patch while it runs."""
+
+
+main.add_command(fmt)
