@@ -181,12 +181,16 @@ class _ToAst(Transformer):
         return ast.Argument(str(name), value, span=self._span(meta))
 
     def integer(self, meta, parts):
-        return ast.Integer(int(parts[0]), span=self._span(meta))
+        try:
+            value = int(parts[0])
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            self._fail(f"integer literal too long: {_clip(parts[0])} has {len(parts[0].lstrip('-'))} digits", parts[0])
+        return ast.Integer(value, span=self._span(meta))
 
     def float(self, meta, parts):
         value = float(parts[0])
         if math.isinf(value):
-            self._fail(f"number out of range: {parts[0]}", parts[0])
+            self._fail(f"number out of range: {_clip(parts[0])}", parts[0])
         return ast.Float(value, span=self._span(meta))
 
     def string(self, meta, parts):
@@ -235,6 +239,11 @@ class _ToAst(Transformer):
 @attrs.frozen
 class _Arguments:
     items: tuple
+
+
+def _clip(text: str, limit: int = 20) -> str:
+    """A literal as messages quote it: long ones are cut short with '…'."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse(
@@ -346,6 +355,10 @@ def _describe(error: UnexpectedInput, text: str, position: _Positions) -> Diagno
     hint = None
     if unexpected is not None and unexpected.type in ("DEFINE", "NAME") and _VALUE_TERMINALS & expected:
         hint = f'strings are written in double quotes: "{unexpected}"'
+    if unexpected is None and char == "$" and (_NODE_TERMINALS | _VALUE_TERMINALS) & expected:
+        hint = "'$' must be followed directly by a name, as in $NAME"
+    if unexpected is None and char == "*" and _NODE_TERMINALS & expected:
+        hint = "'*' must be followed directly by a class name, as in *Class"
     if last is not None and last.type == "_NL":
         hint = "a statement ends at the end of its line; wrap it in ( ) or end the line with '->'"
     width = len(str(unexpected)) if unexpected is not None and unexpected.type != "_NL" else 1
@@ -353,8 +366,11 @@ def _describe(error: UnexpectedInput, text: str, position: _Positions) -> Diagno
 
 
 def _unexpected_end(text: str, expected: set, last: Token | None, state: _ParseState, position: _Positions):
-    line = text.count("\n") + 1
-    column = len(text) - (text.rfind("\n") + 1) + 1
+    if last is not None:  # just after the last token, not on trailing blank lines or comments
+        line, column = last.end_line, last.end_column
+    else:
+        line = text.count("\n") + 1
+        column = len(text) - (text.rfind("\n") + 1) + 1
     hint = None
     if state.open_brackets:
         opener = state.open_brackets[-1]

@@ -1,0 +1,120 @@
+"""The compiler driver: resolve → check → optimise.
+
+>>> from deepleaps.compiler import compile_source
+>>> compiled = compile_source("$root( *Graph -> *Graph_1 )")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+from deepleaps.compiler.check import check_plan, diagnostics_of
+from deepleaps.compiler.passes import PassLog, optimise
+from deepleaps.compiler.plan import Plan
+from deepleaps.compiler.registry import REGISTRY, Registry
+from deepleaps.compiler.resolve import Resolver
+from deepleaps.lang import ProgramError, SourceText, ast, parse
+from deepleaps.lang.programfile import Definition, ProgramFile, load_program_file
+
+
+@attrs.frozen
+class Compiled:
+    """A compiled program: the plan the interpreter runs and the plan it came from."""
+
+    #: After name resolution and checks, before optimisation: what patches are diffed against.
+    source: Plan
+    #: After the optimisation passes: what the interpreter runs.
+    plan: Plan
+    log: tuple[PassLog, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def resolve(
+    programs: Iterable[ast.Program],
+    definitions: Mapping[str, Definition] | None = None,
+    *,
+    registry: Registry | None = None,
+    sources: Mapping[str, SourceText] | None = None,
+    roots: Sequence[Path] = (),
+    base: Plan | None = None,
+    added_while_running: bool = False,
+) -> Plan:
+    """Resolve and check programs into an unoptimised plan (on top of ``base``, if given).
+
+    Raises:
+        ProgramError: every problem found, in source order.
+    """
+    resolver = Resolver(
+        registry or REGISTRY,
+        definitions or {},
+        sources=sources or {},
+        roots=tuple(roots) or (Path.cwd(),),
+        base=base,
+        added_while_running=added_while_running,
+    )
+    for program in programs:
+        resolver.add_program(program)
+    plan = resolver.plan()
+    if not resolver.problems:
+        check_plan(plan, resolver._fail, resolver.edge_spans)
+    if resolver.problems:
+        raise ProgramError(diagnostics_of(resolver.problems))
+    return plan
+
+
+def compile_plan(source: Plan, disabled_passes: Iterable[str] = ()) -> Compiled:
+    plan, log, warnings = optimise(source, disabled_passes)
+    return Compiled(source, plan, tuple(log), tuple(warnings))
+
+
+def compile_file(
+    program_file: ProgramFile | str | Path,
+    *,
+    registry: Registry | None = None,
+    roots: Sequence[Path] = (),
+    disabled_passes: Iterable[str] = (),
+) -> Compiled:
+    """Compile a YAML command file's DEFAULT programs with its DEFINE entries.
+
+    Relative ``args`` paths are looked up in ``roots``: by default the current
+    directory, then the command file's directory.
+    """
+    if not isinstance(program_file, ProgramFile):
+        program_file = load_program_file(program_file)
+    roots = tuple(roots) or (Path.cwd(), Path(program_file.path).resolve().parent)
+    source = resolve(
+        program_file.defaults,
+        program_file.definitions,
+        registry=registry,
+        sources={program_file.source.name: program_file.source},
+        roots=roots,
+    )
+    return compile_plan(source, disabled_passes)
+
+
+def compile_source(
+    text: str,
+    filename: str = "<program>",
+    *,
+    definitions: ProgramFile | None = None,
+    registry: Registry | None = None,
+    disabled_passes: Iterable[str] = (),
+) -> Compiled:
+    """Compile a ``.dl`` program, with the DEFINE entries of a YAML command file if given."""
+    program = parse(text, filename)
+    sources = {filename: SourceText(filename, text)}
+    roots: tuple[Path, ...] = (Path.cwd(),)
+    if definitions is not None:
+        sources[definitions.source.name] = definitions.source
+        roots += (Path(definitions.path).resolve().parent,)
+    source = resolve(
+        [program],
+        definitions.definitions if definitions else {},
+        registry=registry,
+        sources=sources,
+        roots=roots,
+    )
+    return compile_plan(source, disabled_passes)

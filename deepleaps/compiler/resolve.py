@@ -1,0 +1,327 @@
+"""Name resolution: program ASTs + DEFINE entries + registry → an unoptimised Plan.
+
+DESIGN §3: ``$NAME`` reuses the instance NAME or creates it from
+``DEFINE[NAME]``; ``NAME`` and ``*Class`` create fresh instances with unique
+names (``NAME``, ``NAME_1``, …); ``$root`` always exists; a statement whose
+only node is an existing graph (``$G( $X )``) extends that graph, any other
+statement is added to ``$root``. Problems are collected, not raised one by one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode
+from deepleaps.compiler.registry import CommandSpec, Registry, matches, type_name
+from deepleaps.lang import ast
+from deepleaps.lang.ast import Span, python_value
+from deepleaps.lang.diagnostics import Diagnostic, SourceText, did_you_mean, error
+from deepleaps.lang.programfile import ArgsFile, Definition
+
+ROOT = "root"
+ROOT_COMMAND = "Graph"
+#: Keys that configure the node rather than its command.
+OPTION_KEYS = ("repeat", "finish", "run_cycle", "on_error")
+_DEFINE_ONLY_KEYS = ("command", "args", "inherit")
+_VARIABLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
+
+
+@attrs.define
+class _Draft:
+    """A node being built; frozen into a PlanNode at the end."""
+
+    name: str
+    spec: CommandSpec
+    args: dict[str, Any]
+    options: dict[str, Any]
+    parent: str | None
+    span: Span | None
+    children: list[str] = attrs.Factory(list)
+    edges: list[tuple[str, str]] = attrs.Factory(list)
+
+
+class Resolver:
+    def __init__(
+        self,
+        registry: Registry,
+        definitions: Mapping[str, Definition],
+        *,
+        sources: Mapping[str, SourceText] = {},
+        roots: Sequence[Path] = (Path.cwd(),),
+        base: Plan | None = None,
+        added_while_running: bool = False,
+    ):
+        self.registry = registry
+        self.definitions = definitions
+        self.sources = dict(sources)
+        self.roots = tuple(roots)
+        self.added_while_running = added_while_running
+        self.problems: list[Diagnostic] = []
+        self.drafts: dict[str, _Draft] = {}
+        self.edge_spans: dict[tuple[str, str, str], Span | None] = {}
+        self._args_cache: dict[str, dict] = {}
+        if base is not None:
+            self._load_base(base)
+        else:
+            root_spec = registry.get(ROOT_COMMAND)
+            if root_spec is None:
+                raise LookupError(f"the '{ROOT_COMMAND}' command is not registered")
+            self.drafts[ROOT] = _Draft(ROOT, root_spec, {}, {"repeat": 1}, None, None)
+
+    # ---- entry points -------------------------------------------------------
+
+    def add_program(self, program: ast.Program) -> None:
+        for chain in program.statements:
+            self._statement(chain)
+
+    def plan(self) -> Plan:
+        nodes = {}
+        for draft in self.drafts.values():
+            spec, options = draft.spec, draft.options
+            nodes[draft.name] = PlanNode(
+                name=draft.name,
+                command=spec.name,
+                kind=spec.kind,
+                args=draft.args,
+                parent=draft.parent,
+                repeat=options.get("repeat", spec.defaults.get("repeat", -1 if spec.kind is Kind.LOADER else 1)),
+                finish=options.get("finish", spec.defaults.get("finish", False)),
+                run_cycle=options.get("run_cycle"),
+                on_error=options.get("on_error", OnError.REMOVE if self.added_while_running else OnError.STOP),
+                children=tuple(draft.children),
+                edges=tuple(draft.edges),
+                span=draft.span,
+            )
+        return Plan(nodes, ROOT)
+
+    # ---- statements and groups ---------------------------------------------
+
+    def _statement(self, chain: ast.Chain) -> None:
+        first = chain.nodes[0]
+        if len(chain.nodes) == 1 and first.kind is ast.NodeKind.INSTANCE and first.name in self.drafts:
+            draft = self.drafts[first.name]
+            self._apply_inline(draft, first)
+            self._children(draft, first)
+        else:
+            self._group(self.drafts[ROOT], [chain])
+
+    def _children(self, draft: _Draft, node: ast.Node) -> None:
+        if not node.children:
+            return
+        if not draft.spec.kind.has_children:
+            self._fail(
+                f"'{node.kind.value}{node.name}' is a {draft.spec.kind.value} command ({draft.spec.name}) "
+                "and cannot have children",
+                node.span,
+            )
+            return
+        self._group(draft, node.children)
+
+    def _group(self, graph: _Draft, chains: Iterable[ast.Chain]) -> None:
+        for chain in chains:
+            previous: str | None = None
+            for node in chain.nodes:
+                name = self._node(node, graph)
+                if name is None:
+                    previous = None
+                    continue
+                if name not in graph.children:
+                    graph.children.append(name)
+                if previous is not None:
+                    edge = (previous, name)
+                    if edge in graph.edges:
+                        self._fail(f"duplicate edge {previous} -> {name} in '{graph.name}'", node.span)
+                    else:
+                        graph.edges.append(edge)
+                        self.edge_spans[(graph.name, *edge)] = node.span
+                previous = name
+
+    def _node(self, node: ast.Node, parent: _Draft) -> str | None:
+        """Resolve one node reference under ``parent``; its name, or None after an error."""
+        if node.kind is ast.NodeKind.INSTANCE:
+            draft = self._instance(node, parent)
+        elif node.kind is ast.NodeKind.DEFINE:
+            definition = self.definitions.get(node.name)
+            if definition is None:
+                self._unknown(node, "definition", self.definitions)
+                return None
+            draft = self._from_definition(self._fresh(node.name), definition, parent, node.span)
+        else:
+            spec = self.registry.get(node.name)
+            if spec is None:
+                self._unknown(node, "command class", self.registry.names())
+                return None
+            draft = _Draft(self._fresh(node.name.rsplit(".", 1)[-1]), spec, {}, {}, parent.name, node.span)
+            self.drafts[draft.name] = draft
+        if draft is None:
+            return None
+        self._apply_inline(draft, node)
+        self._children(draft, node)
+        return draft.name
+
+    def _instance(self, node: ast.Node, parent: _Draft) -> _Draft | None:
+        name = node.name
+        existing = self.drafts.get(name)
+        if existing is not None:
+            if existing.parent is None:
+                self._fail(f"'${name}' is the root graph and cannot be a child", node.span)
+                return None
+            if existing.parent != parent.name:
+                self._fail(
+                    f"'${name}' already belongs to graph '{existing.parent}'; "
+                    f"a node has one parent (write '{name}' for a new instance)",
+                    node.span,
+                )
+                return None
+            return existing
+        definition = self.definitions.get(name)
+        if definition is None:
+            self._unknown(node, "name", [*self.definitions, *self.drafts])
+            return None
+        return self._from_definition(name, definition, parent, node.span)
+
+    def _fresh(self, base: str) -> str:
+        if base not in self.drafts:
+            return base
+        index = 1
+        while f"{base}_{index}" in self.drafts:
+            index += 1
+        return f"{base}_{index}"
+
+    # ---- definitions and arguments ---------------------------------------------
+
+    def _from_definition(self, name: str, definition: Definition, parent: _Draft, span: Span | None) -> _Draft | None:
+        command = definition.command
+        if not isinstance(command, str):
+            self._fail(f"DEFINE entry '{definition.name}' has no 'command'", definition.span)
+            return None
+        spec = self.registry.get(command)
+        if spec is None:
+            self._fail(
+                f"unknown command class '{command}' in DEFINE entry '{definition.name}'",
+                definition.span_of("command"),
+                hint=did_you_mean(command, self.registry.names()),
+            )
+            return None
+        draft = _Draft(name, spec, {}, {}, parent.name, span)
+        self.drafts[name] = draft
+        values: dict[str, tuple[Any, Span | None]] = {}
+        args = definition.args
+        if isinstance(args, ArgsFile):
+            args = self._load_args(args)
+        if isinstance(args, Mapping):
+            for key, value in args.items():
+                values[str(key)] = (value, definition.span_of("args"))
+        elif args is not None:
+            self._fail(f"'args' of '{definition.name}' must be a mapping or a file path", definition.span_of("args"))
+        for key, value in definition.data.items():
+            if key not in _DEFINE_ONLY_KEYS:
+                values[key] = (value, definition.span_of(key))
+        for key, (value, value_span) in values.items():
+            self._set(draft, key, _variables(value), value_span)
+        self._check_required(draft, span)
+        return draft
+
+    def _load_args(self, args: ArgsFile) -> dict | None:
+        if args.path not in self._args_cache:
+            try:
+                self._args_cache[args.path] = args.load(self.roots, self.sources.get(args.span.file))
+            except Exception as problem:  # a ProgramError, reported with the others
+                self.problems.extend(getattr(problem, "diagnostics", [Diagnostic(str(problem), args.span)]))
+                self._args_cache[args.path] = None
+        return self._args_cache[args.path]
+
+    def _apply_inline(self, draft: _Draft, node: ast.Node) -> None:
+        for argument in node.arguments:
+            self._set(draft, argument.name, python_value(argument.value), argument.span)
+
+    def _set(self, draft: _Draft, key: str, value: Any, span: Span | None) -> None:
+        if key in OPTION_KEYS:
+            option = self._option(key, value, span)
+            if option is not None:
+                draft.options[key] = option
+            return
+        spec = draft.spec
+        field = spec.fields.get(key)
+        if field is None:
+            if not spec.extra_args:
+                self._fail(
+                    f"unknown argument '{key}' for {spec.name} (node '{draft.name}')",
+                    span,
+                    hint=did_you_mean(key, [*spec.fields, *OPTION_KEYS]),
+                )
+                return
+        elif field.type is not None and not matches(value, field.type):
+            self._fail(
+                f"argument '{key}' of {spec.name} expects {type_name(field.type)}, "
+                f"got {type(value).__name__} {value!r}",
+                span,
+            )
+            return
+        draft.args[key] = value
+
+    def _check_required(self, draft: _Draft, span: Span | None) -> None:
+        for name, field in draft.spec.fields.items():
+            if field.default is attrs.NOTHING and name not in draft.args:
+                self._fail(f"{draft.spec.name} (node '{draft.name}') needs argument '{name}'", span)
+
+    def _option(self, key: str, value: Any, span: Span | None) -> Any:
+        if key == "repeat":
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                self._fail(f"'repeat' must be an integer ≥ -1 (-1 = forever), got {value!r}", span)
+                return None
+            return value
+        if key == "finish":
+            if not isinstance(value, bool):
+                self._fail(f"'finish' must be true or false, got {value!r}", span)
+                return None
+            return value
+        if key == "on_error":
+            choices = [mode.value for mode in OnError]
+            if value not in choices:
+                self._fail(f"'on_error' must be one of {', '.join(choices)}, got {value!r}", span)
+                return None
+            return OnError(value)
+        cycle = Cycle.parse(value) if isinstance(value, str) else None
+        if cycle is None or cycle.every < 1:
+            self._fail(f"'run_cycle' must look like \"NODE.step:N\" with N ≥ 1, got {value!r}", span)
+        return cycle
+
+    # ---- base plans (patches) and errors --------------------------------------
+
+    def _load_base(self, base: Plan) -> None:
+        for node in base.nodes.values():
+            spec = self.registry.get(node.command)
+            if spec is None:
+                raise LookupError(f"command '{node.command}' of running node '{node.name}' is not registered")
+            options = {"repeat": node.repeat, "finish": node.finish, "on_error": node.on_error}
+            if node.run_cycle is not None:
+                options["run_cycle"] = node.run_cycle
+            draft = _Draft(node.name, spec, dict(node.args), options, node.parent, node.span)
+            draft.children, draft.edges = list(node.children), list(node.edges)
+            self.drafts[node.name] = draft
+
+    def _unknown(self, node: ast.Node, what: str, candidates: Iterable[str]) -> None:
+        written = f"{node.kind.value}{node.name}"
+        self._fail(f"unknown {what} '{written}'", node.span, hint=did_you_mean(node.name, candidates))
+
+    def _fail(self, message: str, span: Span | None, hint: str | None = None) -> None:
+        source = self.sources.get(span.file) if span else None
+        self.problems.append(error(message, span, source, hint=hint))
+
+
+def _variables(value: Any) -> Any:
+    """YAML strings written ``$name`` become variable references, as in the language."""
+    if isinstance(value, str):
+        match = _VARIABLE.match(value)
+        return ast.Variable(match.group(1)) if match else value
+    if isinstance(value, list):
+        return [_variables(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _variables(item) for key, item in value.items()}
+    return value
