@@ -118,20 +118,26 @@ class Plan:
     def without(self, name: str) -> Plan:
         """Take ``name`` and everything below it out, joining its predecessors to its successors."""
         node = self.nodes[name]
+        gone = {descendant.name for descendant in self.walk(name)}
         parent = self.nodes[node.parent]
         before = [source for source, target in parent.edges if target == name]
         after = [target for source, target in parent.edges if source == name]
         edges = [edge for edge in parent.edges if name not in edge]
         edges += [(source, target) for source in before for target in after if (source, target) not in edges]
-        parent = attrs.evolve(
-            parent,
-            children=tuple(child for child in parent.children if child != name),
-            edges=tuple(edges),
-            prologue=tuple(child for child in parent.prologue if child != name),
-            schedule=None if parent.schedule is None else tuple(child for child in parent.schedule if child != name),
-            inlined_from={child: graph for child, graph in parent.inlined_from.items() if child != name},
-        )
-        return self.replace(parent, removed=tuple(descendant.name for descendant in self.walk(name)))
+        changed = [attrs.evolve(parent, children=tuple(c for c in parent.children if c != name), edges=tuple(edges))]
+        for graph in self.nodes.values():
+            if graph.name == parent.name:
+                graph = changed.pop()
+            if graph.kind.has_children and gone & {*graph.prologue, *(graph.schedule or ()), *graph.inlined_from}:
+                graph = attrs.evolve(
+                    graph,
+                    prologue=tuple(c for c in graph.prologue if c not in gone),
+                    schedule=None if graph.schedule is None else tuple(c for c in graph.schedule if c not in gone),
+                    inlined_from={c: g for c, g in graph.inlined_from.items() if c not in gone},
+                )
+            if graph.name == parent.name or graph is not self.nodes[graph.name]:
+                changed.append(graph)
+        return self.replace(*changed, removed=tuple(gone))
 
     def walk(self, start: str | None = None) -> Iterator[PlanNode]:
         """Nodes depth first from ``start`` (the root), children in order of appearance."""

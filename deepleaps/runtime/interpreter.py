@@ -1,0 +1,234 @@
+"""The interpreter: runs a Plan, node by node, step by step (DESIGN §4).
+
+- A graph's activation runs ``repeat`` steps (-1: until stopped or, for a
+  loader, until its data runs out); each step runs its prologue (once) and
+  then its schedule.
+- Counters: ``step`` counts steps of the node's current activation — for a
+  leaf, its runs in the current activation of its parent — ``total_step``
+  every step ever, ``epoch`` a loader's activations. They are 1-based while
+  a step runs.
+- ``run_cycle: X.c:N`` runs a node when X's counter c is a positive multiple
+  of N that has moved since the node last ran.
+- ``finish: true`` nodes are skipped once their activation is over, which
+  joins their predecessors to their successors.
+- The start of every graph step is a *safe point*: hooks registered with
+  :meth:`Interpreter.add_safe_point_hook` run there, and only there may the
+  plan be swapped (:meth:`Interpreter.install`), so every change lands
+  between two steps, at the same point on every rank.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from deepleaps.compiler.plan import Kind, OnError, Plan, PlanNode
+from deepleaps.compiler.registry import REGISTRY, Registry
+from deepleaps.runtime.command import Command
+from deepleaps.runtime.context import Context, has_variables
+
+log = logging.getLogger("deepleaps.run")
+
+SafePointHook = Callable[["Interpreter", PlanNode], None]
+
+
+class RunStopped(Exception):
+    """Raised at a safe point after :meth:`Interpreter.request_stop`; ends the run cleanly."""
+
+
+class NodeFailed(Exception):
+    """A command raised; carries the node path. Stops the run (``on_error: stop``)."""
+
+    def __init__(self, path: str, error: BaseException):
+        self.path = path
+        self.error = error
+        super().__init__(f"node {path} failed: {type(error).__name__}: {error}")
+
+
+@attrs.define(slots=True)
+class NodeState:
+    """Counters and runtime state of one node; survives patches that leave the node alone."""
+
+    step: int = 0
+    total_step: int = 0
+    epoch: int = 0
+    finished: bool = False
+    #: The watched counter's value when this node last ran (run_cycle).
+    last_cycle: int | None = None
+
+    def counters(self) -> dict[str, int]:
+        return {"step": self.step, "total_step": self.total_step, "epoch": self.epoch}
+
+
+class Interpreter:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        registry: Registry | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ):
+        self.registry = registry or REGISTRY
+        self.plan = plan
+        self.states: dict[str, NodeState] = {}
+        self.commands: dict[str, Command] = {}
+        self.context = Context(self, variables)
+        self._hooks: list[SafePointHook] = []
+        self._stop_requested = False
+        self._dynamic: set[str] = set()  # nodes whose arguments hold variables
+        self.install(plan)
+
+    # ---- plan changes ---------------------------------------------------------
+
+    def install(self, plan: Plan, rebuild: Iterable[str] = ()) -> None:
+        """Swap in ``plan``. Nodes that keep their name keep their counters and
+        their command instance unless listed in ``rebuild`` or their command
+        or arguments changed. Call only at a safe point (or before running)."""
+        rebuild = set(rebuild)
+        old = self.plan
+        for name in list(self.states):
+            if name not in plan.nodes:
+                del self.states[name]
+                self.commands.pop(name, None)
+        for name, node in plan.nodes.items():
+            self.states.setdefault(name, NodeState())
+            previous = old.nodes.get(name) if old is not plan else None
+            if (
+                name in rebuild
+                or name not in self.commands
+                or (previous is not None and (previous.command, previous.args) != (node.command, node.args))
+            ):
+                self.commands[name] = self._build(node)
+            else:
+                self.commands[name].node = node
+        self._dynamic = {name for name, node in plan.nodes.items() if has_variables(dict(node.args))}
+        self.plan = plan
+
+    def _build(self, node: PlanNode) -> Command:
+        spec = self.registry.get(node.command)
+        if spec is None:
+            raise LookupError(f"command '{node.command}' of node '{node.name}' is not registered")
+        args, extra = self._arguments(spec, node.args, resolve=False)
+        return spec.cls(node, args, extra)
+
+    def _arguments(self, spec, raw: Mapping[str, Any], resolve: bool):
+        values = self.context.resolve(dict(raw)) if resolve else dict(raw)
+        fields = spec.fields
+        known = {key: value for key, value in values.items() if key in fields}
+        extra = {key: value for key, value in values.items() if key not in fields}
+        try:
+            return spec.args(**known), extra
+        except (TypeError, ValueError):
+            if resolve:
+                raise
+            return None, extra  # holds variables: built when the node runs
+
+    def add_safe_point_hook(self, hook: SafePointHook) -> None:
+        self._hooks.append(hook)
+
+    def request_stop(self) -> None:
+        """Ask the run to end at the next safe point (thread-safe: a flag)."""
+        self._stop_requested = True
+
+    # ---- running --------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run the plan from its root until it ends or is stopped.
+
+        Raises:
+            NodeFailed: a node with ``on_error: stop`` raised.
+        """
+        try:
+            self._activate(self.plan[self.plan.root])
+        except RunStopped:
+            log.info("run stopped")
+
+    def safe_point(self, node: PlanNode) -> None:
+        for hook in self._hooks:
+            hook(self, node)
+        if self._stop_requested:
+            raise RunStopped()
+
+    def _activate(self, node: PlanNode) -> None:
+        name = node.name
+        state = self.states[name]
+        command = self.commands[name]
+        ctx = self.context
+        ctx.node = node
+        if name in self._dynamic:
+            command.args, command.extra = self._arguments(self.registry.get(node.command), node.args, resolve=True)
+        if node.kind is Kind.LEAF:
+            for _ in range(node.repeat if node.repeat >= 0 else 1):
+                state.step += 1
+                state.total_step += 1
+                command.run(ctx)
+            return
+        for child in node.children:
+            self.states[child].step = 0
+        if node.kind is Kind.LOADER:
+            state.epoch += 1
+        state.step = 0
+        command.start(ctx)
+        try:
+            while node.repeat < 0 or state.step < node.repeat:
+                self.safe_point(node)
+                node = self.plan.nodes.get(name)
+                if node is None:
+                    return  # removed by a patch at this safe point
+                ctx.node = node
+                if not command.next_step(ctx):
+                    break
+                state.step += 1
+                state.total_step += 1
+                if node.inlined_from:
+                    self._activate_inlined(node)
+                for child in node.prologue:
+                    self._run_child(child)
+                for child in self.plan.run_order(name) if node.schedule is None else node.schedule:
+                    self._run_child(child)
+        finally:
+            ctx.node = node
+            command.end(ctx)
+
+    def _activate_inlined(self, node: PlanNode) -> None:
+        """Inlined plain graphs still count their steps and reset their children's."""
+        graphs = dict.fromkeys(node.inlined_from.values())
+        for graph in graphs:
+            graph_state = self.states[graph]
+            graph_state.step = 1
+            graph_state.total_step += 1
+        for child in node.inlined_from:
+            self.states[child].step = 0
+
+    def _run_child(self, name: str) -> None:
+        node = self.plan.nodes.get(name)
+        if node is None:
+            return  # removed while its parent's step was under way
+        state = self.states[name]
+        if state.finished:
+            return
+        cycle = node.run_cycle
+        if cycle is not None:
+            value = getattr(self.states[cycle.node], cycle.counter)
+            if value <= 0 or value % cycle.every or value == state.last_cycle:
+                return
+            state.last_cycle = value
+        try:
+            self._activate(node)
+        except (RunStopped, NodeFailed):
+            raise
+        except Exception as error:
+            self._failed(node, error)
+        if node.finish:
+            state.finished = True
+
+    def _failed(self, node: PlanNode, error: Exception) -> None:
+        path = self.plan.path(node.name)
+        if node.on_error is OnError.STOP:
+            raise NodeFailed(path, error) from error
+        log.warning("node %s failed: %s: %s (on_error: %s)", path, type(error).__name__, error, node.on_error.value)
+        if node.on_error is OnError.REMOVE:
+            self.install(self.plan.without(node.name))
