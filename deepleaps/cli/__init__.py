@@ -10,6 +10,7 @@ import click
 
 from deepleaps import __version__
 from deepleaps.cli.fmt import fmt
+from deepleaps.cli.run import init, run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,3 +20,5 @@ def main() -> None:
 
 
 main.add_command(fmt)
+main.add_command(init)
+main.add_command(run)

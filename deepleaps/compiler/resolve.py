@@ -119,8 +119,20 @@ class Resolver:
                 "and cannot have children",
                 node.span,
             )
+            self._recover(node, draft)
             return
         self._group(draft, node.children)
+
+    def _recover(self, node: ast.Node, parent: _Draft) -> None:
+        """After ``node`` failed, resolve its children under a stand-in graph so that
+        their own problems are reported too; the nodes this creates are dropped again."""
+        if not node.children:
+            return
+        before = set(self.drafts)
+        stand_in = _Draft(node.name, self.drafts[ROOT].spec, {}, {}, parent.name, node.span)
+        self._group(stand_in, node.children)
+        for name in set(self.drafts) - before:
+            del self.drafts[name]
 
     def _group(self, graph: _Draft, chains: Iterable[ast.Chain]) -> None:
         for chain in chains:
@@ -149,16 +161,19 @@ class Resolver:
             definition = self.definitions.get(node.name)
             if definition is None:
                 self._unknown(node, "definition", self.definitions)
-                return None
-            draft = self._from_definition(self._fresh(node.name), definition, parent, node.span)
+                draft = None
+            else:
+                draft = self._from_definition(self._fresh(node.name), definition, parent, node.span)
         else:
             spec = self.registry.get(node.name)
             if spec is None:
                 self._unknown(node, "command class", self.registry.names())
-                return None
-            draft = _Draft(self._fresh(node.name.rsplit(".", 1)[-1]), spec, {}, {}, parent.name, node.span)
-            self.drafts[draft.name] = draft
+                draft = None
+            else:
+                draft = _Draft(self._fresh(node.name.rsplit(".", 1)[-1]), spec, {}, {}, parent.name, node.span)
+                self.drafts[draft.name] = draft
         if draft is None:
+            self._recover(node, parent)
             return None
         self._apply_inline(draft, node)
         self._children(draft, node)
@@ -207,6 +222,8 @@ class Resolver:
                 definition.span_of("command"),
                 hint=did_you_mean(command, self.registry.names()),
             )
+            if isinstance(definition.args, ArgsFile):
+                self._load_args(definition.args)  # report a missing args file as well
             return None
         draft = _Draft(name, spec, {}, {}, parent.name, span)
         self.drafts[name] = draft

@@ -60,6 +60,7 @@ class ArgsFile:
     def load(self, roots: Iterable[Path], source: SourceText | None = None) -> dict:
         """Read the file, looking in each of ``roots`` in turn (relative paths)."""
         candidates = [Path(self.path)] if Path(self.path).is_absolute() else [Path(r) / self.path for r in roots]
+        candidates = list(dict.fromkeys(candidates))  # the same folder given twice is looked in once
         for candidate in candidates:
             if candidate.is_file():
                 document = load_yaml(candidate)

@@ -36,7 +36,7 @@ class Context:
         return self.interpreter.states[name]
 
     def lookup(self, dotted: str) -> Any:
-        """``$name.attr.key``: a variable, then attributes or keys below it."""
+        """``$name.attr.key``: a variable, then attributes or keys below it (None stays None)."""
         head, *rest = dotted.split(".")
         if head == "self":
             value: Any = self.node
@@ -46,6 +46,8 @@ class Context:
             known = ", ".join(sorted(["self", *self.variables])) or "none"
             raise UnknownVariable(f"unknown variable '${head}' (defined: {known})")
         for part in rest:
+            if value is None:
+                return None  # `$latest.id` before any checkpoint
             if isinstance(value, Mapping) and part in value:
                 value = value[part]
             elif hasattr(value, part):

@@ -11,6 +11,10 @@
   of N that has moved since the node last ran.
 - ``finish: true`` nodes are skipped once their activation is over, which
   joins their predecessors to their successors.
+- Resuming from a checkpoint re-enters the step that was under way when it
+  was written: graphs on the saved :meth:`Interpreter.position` keep their
+  counters; children before the position re-run only if they are one-shot
+  setup (``finish``); the saving node itself does not run again.
 - The start of every graph step is a *safe point*: hooks registered with
   :meth:`Interpreter.add_safe_point_hook` run there, and only there may the
   plan be swapped (:meth:`Interpreter.install`), so every change lands
@@ -79,6 +83,9 @@ class Interpreter:
         self._hooks: list[SafePointHook] = []
         self._stop_requested = False
         self._dynamic: set[str] = set()  # nodes whose arguments hold variables
+        self._stack: list[str] = []  # the nodes under way, root first
+        self._resume: list[str] = []
+        self._resume_hooks: list[Callable[[Interpreter], None]] = []
         self.install(plan)
 
     # ---- plan changes ---------------------------------------------------------
@@ -126,6 +133,25 @@ class Interpreter:
                 raise
             return None, extra  # holds variables: built when the node runs
 
+    def position(self) -> list[str]:
+        """The nodes under way, from the root to the one running now."""
+        return list(self._stack)
+
+    def restore(self, states: Mapping[str, Mapping[str, Any]], position: Iterable[str]) -> None:
+        """Take counters from a checkpoint and resume at ``position`` on the next :meth:`run`."""
+        for name, saved in states.items():
+            if name in self.states:
+                self.states[name] = NodeState(**saved)
+        self._resume = list(position)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every node's state, as plain data for a checkpoint."""
+        return {name: attrs.asdict(state) for name, state in self.states.items()}
+
+    def add_resume_hook(self, hook: Callable[[Interpreter], None]) -> None:
+        """``hook(interpreter)`` runs where a restored run reaches its checkpoint's position."""
+        self._resume_hooks.append(hook)
+
     def add_safe_point_hook(self, hook: SafePointHook) -> None:
         self._hooks.append(hook)
 
@@ -154,31 +180,56 @@ class Interpreter:
 
     def _activate(self, node: PlanNode) -> None:
         name = node.name
-        state = self.states[name]
-        command = self.commands[name]
-        ctx = self.context
-        ctx.node = node
-        if name in self._dynamic:
+        self._stack.append(name)
+        try:
+            if node.kind is Kind.LEAF:
+                self._run_leaf(node)
+            else:
+                self._run_graph(node)
+        finally:
+            self._stack.pop()
+
+    def _prepare(self, node: PlanNode) -> Command:
+        command = self.commands[node.name]
+        self.context.node = node
+        if node.name in self._dynamic:
             command.args, command.extra = self._arguments(self.registry.get(node.command), node.args, resolve=True)
-        if node.kind is Kind.LEAF:
-            for _ in range(node.repeat if node.repeat >= 0 else 1):
-                state.step += 1
-                state.total_step += 1
-                command.run(ctx)
-            return
-        for child in node.children:
-            self.states[child].step = 0
-        if node.kind is Kind.LOADER:
-            state.epoch += 1
-        state.step = 0
+        return command
+
+    def _run_leaf(self, node: PlanNode) -> None:
+        command = self._prepare(node)
+        state = self.states[node.name]
+        for _ in range(node.repeat if node.repeat >= 0 else 1):
+            state.step += 1
+            state.total_step += 1
+            command.run(self.context)
+
+    def _run_graph(self, node: PlanNode) -> None:
+        name = node.name
+        state = self.states[name]
+        command = self._prepare(node)
+        ctx = self.context
+        resuming = bool(self._resume) and self._resume[0] == name
+        if resuming:
+            self._resume.pop(0)
+        else:
+            for child in node.children:
+                self.states[child].step = 0
+            if node.kind is Kind.LOADER:
+                state.epoch += 1
+            state.step = 0
         command.start(ctx)
         try:
-            while node.repeat < 0 or state.step < node.repeat:
+            while resuming or node.repeat < 0 or state.step < node.repeat:
                 self.safe_point(node)
                 node = self.plan.nodes.get(name)
                 if node is None:
                     return  # removed by a patch at this safe point
                 ctx.node = node
+                if resuming:
+                    self._resume_step(node)
+                    resuming = False
+                    continue
                 if not command.next_step(ctx):
                     break
                 state.step += 1
@@ -192,6 +243,30 @@ class Interpreter:
         finally:
             ctx.node = node
             command.end(ctx)
+
+    def _resume_step(self, node: PlanNode) -> None:
+        """Finish the step a checkpoint was written in (see the module docstring)."""
+        target = self._resume[0] if self._resume else None
+        order = (*node.prologue, *self.plan.run_order(node.name))
+        if target not in order:
+            raise LookupError(f"cannot resume: '{target}' is not a child of '{node.name}' in this program")
+        before = order[: order.index(target)]
+        for child in before:
+            if self.plan[child].finish:
+                self.states[child].finished = False
+                self._run_child(child)
+        if self.plan[target].kind.has_children:
+            self._run_child(target)
+        else:
+            self._resume.pop(0)  # the node that wrote the checkpoint
+            self._after_resume()
+        for child in order[order.index(target) + 1 :]:
+            self._run_child(child)
+
+    def _after_resume(self) -> None:
+        """Hook for the session: the point where the checkpoint was written is reached again."""
+        for hook in self._resume_hooks:
+            hook(self)
 
     def _activate_inlined(self, node: PlanNode) -> None:
         """Inlined plain graphs still count their steps and reset their children's."""

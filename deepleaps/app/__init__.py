@@ -1,0 +1,1 @@
+"""Running a workspace: the embedding API (``App``) and experiment directories."""

@@ -1,0 +1,228 @@
+"""The embedding API: load a workspace's command file, build the interpreter, run it.
+
+from deepleaps.app.app import App
+
+app = App("resource/configs/default.yaml")
+app.run()                      # blocking; or:
+handle = app.start()           # a background thread
+handle.stop(); handle.join()
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+import deepleaps.runtime.commands
+import deepleaps.train.commands  # noqa: F401 - registers the training commands
+from deepleaps.app.experiment import Experiment, Mode, open_experiment
+from deepleaps.compiler import REGISTRY, Compiled, compile_file
+from deepleaps.lang import ProgramError, format_program
+from deepleaps.lang.diagnostics import error
+from deepleaps.lang.programfile import ProgramFile, load_program_file
+from deepleaps.runtime import Interpreter, NodeFailed, RunStopped
+from deepleaps.train.checkpoint import CheckpointStore, set_rng_state
+
+log = logging.getLogger("deepleaps")
+
+#: Exit statuses of a run.
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@attrs.define
+class RunSettings:
+    """The ``RUN`` section of the command file, overridable from the command line."""
+
+    output: str = "resource/output"
+    name: str = "example"
+    mode: str = "new"
+    source: str | None = None  # RUN.from: the run to resume or finetune from
+    seed: int | None = None
+    device: str | None = None
+
+    @classmethod
+    def from_file(cls, program_file: ProgramFile, **overrides: Any) -> RunSettings:
+        section = dict(program_file.settings.get("RUN") or {})
+        if "from" in section:
+            section["source"] = section.pop("from")
+        known = {field.name for field in attrs.fields(cls)}
+        unknown = set(section) - known
+        if unknown:
+            raise ProgramError([error(f"unknown RUN setting {', '.join(sorted(unknown))}")])
+        section.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**section)
+
+
+class App:
+    """One training run of a workspace."""
+
+    def __init__(self, config: str | Path = "resource/configs/default.yaml", workspace: str | Path = ".", **overrides):
+        self.workspace = Path(workspace).resolve()
+        config = Path(config)
+        self.config_path = config if config.is_absolute() else self.workspace / config
+        if str(self.workspace) not in sys.path:
+            sys.path.insert(0, str(self.workspace))
+        self.program_file = load_program_file(self.config_path)
+        self.settings = RunSettings.from_file(self.program_file, **overrides)
+        self.registry = REGISTRY
+        self._import_modules()
+        self.compiled: Compiled = compile_file(
+            self.program_file, registry=self.registry, roots=(self.workspace, self.config_path.parent)
+        )
+        for warning in self.compiled.warnings:
+            log.warning("%s", warning)
+        self.experiment: Experiment | None = None
+        self.interpreter: Interpreter | None = None
+
+    @staticmethod
+    def make_workspace(directory: str | Path = ".") -> Path:
+        """Create the example workspace (the seed's layout) in ``directory``."""
+        from deepleaps.workspace import make_workspace
+
+        return make_workspace(Path(directory))
+
+    def _import_modules(self) -> None:
+        problems = []
+        for call in self.program_file.verbs:
+            if call.verb in ("IMPORT_MODULE", "ADD_COMMAND_MODULE"):
+                try:
+                    self.registry.import_module(str(call.argument))
+                except Exception as exc:  # any import failure is the user's module
+                    problems.append(
+                        error(
+                            f"cannot import '{call.argument}': {type(exc).__name__}: {exc}",
+                            call.span,
+                            self.program_file.source,
+                        )
+                    )
+        if problems:
+            raise ProgramError(problems)
+
+    # ---- running ------------------------------------------------------------------
+
+    def prepare(self) -> Interpreter:
+        """Open the run directory and build the interpreter (``run`` calls this)."""
+        settings = self.settings
+        output = Path(settings.output)
+        output = output if output.is_absolute() else self.workspace / output
+        source = Path(settings.source) if settings.source else None
+        self.experiment = experiment = open_experiment(output, settings.name, settings.mode, source)
+        directory = experiment.directory
+        self._log_to(directory / "run.log")
+        program_text = "".join(format_program(program) for program in self.program_file.defaults)
+        if experiment.mode is not Mode.RESUME:
+            (directory / "program.dl").write_text(program_text, encoding="utf-8")
+            shutil.copyfile(self.config_path, directory / "command.yaml")
+        variables: dict[str, Any] = {
+            "base": str(directory),
+            "workspace": str(self.workspace),
+            "latest": experiment.start_from,
+            "program_text": program_text,
+        }
+        interpreter = Interpreter(self.compiled.plan, registry=self.registry, variables=variables)
+        if experiment.mode is Mode.RESUME:
+            self._restore(interpreter, experiment)
+        self._apply_overrides(interpreter)
+        self.interpreter = interpreter
+        log.info("run directory %s (mode %s)", directory, experiment.mode.value)
+        return interpreter
+
+    def _apply_overrides(self, interpreter: Interpreter) -> None:
+        """``seed``/``device`` from RUN or the command line reach the trainer container config."""
+        overrides = {key: value for key in ("seed", "device") if (value := getattr(self.settings, key)) is not None}
+        if not overrides:
+            return
+        for node in interpreter.plan.nodes.values():
+            if node.command == "TrainerContainerLoaderCommand":
+                interpreter.commands[node.name].extra.update(overrides)
+
+    def _restore(self, interpreter: Interpreter, experiment: Experiment) -> None:
+        payload = CheckpointStore.load(experiment.start_from)
+        interpreter.restore(payload["states"], payload["position"])
+
+        def at_checkpoint(interp: Interpreter) -> None:
+            set_rng_state(payload["rng"])
+            for name, state in payload.get("commands", {}).items():
+                if name in interp.commands:
+                    interp.commands[name].load_state_dict(state)
+
+        interpreter.add_resume_hook(at_checkpoint)
+        log.info("resuming from checkpoint %s", experiment.start_from.id)
+
+    def _log_to(self, path: Path) -> None:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("deepleaps")
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        self._handler = handler
+
+    def run(self, *, handle_signals: bool | None = None) -> int:
+        """Run to the end; the exit status (0 done, 1 a node failed, 130 stopped by a signal).
+
+        Ctrl-C (SIGINT) and SIGTERM finish the current step and stop cleanly; a
+        second Ctrl-C interrupts at once.
+        """
+        interpreter = self.interpreter or self.prepare()
+        if handle_signals is None:
+            handle_signals = threading.current_thread() is threading.main_thread()
+        interrupted = threading.Event()
+        previous: Mapping = {}
+        if handle_signals:
+
+            def on_signal(signum, frame):
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                interrupted.set()
+                print("\nstopping after the current step (Ctrl-C again to interrupt now)", file=sys.stderr)
+                interpreter.request_stop()
+
+            previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            interpreter.run()
+        except NodeFailed as failure:
+            log.error("%s", failure, exc_info=failure.error)
+            print(f"error: {failure}", file=sys.stderr)
+            return EXIT_FAILED
+        except RunStopped:
+            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if hasattr(self, "_handler"):
+                logging.getLogger("deepleaps").removeHandler(self._handler)
+                self._handler.close()
+        return EXIT_INTERRUPTED if interrupted.is_set() else EXIT_OK
+
+    def start(self) -> RunHandle:
+        """Run in a background thread; the handle stops it and waits for it."""
+        self.prepare()
+        handle = RunHandle(self)
+        handle.thread.start()
+        return handle
+
+
+class RunHandle:
+    def __init__(self, app: App):
+        self.app = app
+        self.status: int | None = None
+        self.thread = threading.Thread(target=self._run, name="deepleaps-run", daemon=True)
+
+    def _run(self) -> None:
+        self.status = self.app.run(handle_signals=False)
+
+    def stop(self) -> None:
+        """Stop at the next safe point."""
+        self.app.interpreter.request_stop()
+
+    def join(self, timeout: float | None = None) -> int | None:
+        self.thread.join(timeout)
+        return self.status

@@ -1,0 +1,43 @@
+"""``deepleaps init`` and ``deepleaps run``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from deepleaps.cli.common import reporting
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False), default=".")
+def init(directory: str) -> None:
+    """Create the example workspace in DIRECTORY (existing files are kept)."""
+    from deepleaps.workspace import make_workspace
+
+    path = make_workspace(Path(directory))
+    click.echo(f"workspace ready in {path}; now: cd {directory} && deepleaps run")
+
+
+@click.command()
+@click.option("--config", "-c", default="resource/configs/default.yaml", show_default=True, help="The command file.")
+@click.option("--mode", type=click.Choice(["new", "resume", "finetuning"]), help="Overrides RUN.mode.")
+@click.option(
+    "--from", "source", type=click.Path(file_okay=False), help="The run directory to resume or finetune from."
+)
+@click.option("--name", help="Overrides RUN.name (the folder of the runs).")
+@click.option("--seed", type=int, help="Overrides the trainer container's seed.")
+@click.option("--device", help="cpu, cuda, cuda:1 … (default: cuda when present).")
+def run(config: str, mode: str | None, source: str | None, name: str | None, seed: int | None, device: str | None):
+    """Run the DEFAULT program of a workspace's command file."""
+    if not Path(config).is_file():
+        raise click.UsageError(f"no command file '{config}' (run in a workspace, or give --config)")
+    from deepleaps.app.app import App
+
+    with reporting():
+        app = App(config, mode=mode, source=source, name=name, seed=seed, device=device)
+        app.prepare()
+        click.echo(f"run directory: {app.experiment.directory}", err=True)
+        status = app.run()
+    sys.exit(status)

@@ -1,0 +1,284 @@
+"""Built-in training commands, under the seed's names (DESIGN §4)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+import torch
+
+from deepleaps.compiler.plan import Kind
+from deepleaps.runtime.command import Command, command
+from deepleaps.runtime.context import Context
+from deepleaps.train.checkpoint import CheckpointStore, rng_state
+from deepleaps.train.container import ConfigError, TrainerContainer, import_object
+from deepleaps.train.progress import Progress
+
+log = logging.getLogger("deepleaps.train")
+
+
+def container_of(ctx: Context) -> TrainerContainer:
+    if ctx.container is None:
+        raise RuntimeError("no trainer container yet: run TrainerContainerLoaderCommand first")
+    return ctx.container
+
+
+@command
+class TrainerContainerLoaderCommand(Command):
+    """Build the trainer container from its configuration (the node's args)."""
+
+    name = "TrainerContainerLoaderCommand"
+    kind = Kind.LEAF
+    extra_args = True
+    node_defaults = MappingProxyType({"finish": True})
+
+    def run(self, ctx: Context) -> None:
+        config = ctx.resolve(self.extra)
+        cls = import_object(config.pop("container")) if "container" in config else TrainerContainer
+        if not (isinstance(cls, type) and issubclass(cls, TrainerContainer)):
+            raise ConfigError(f"'container' must name a TrainerContainer subclass, got {cls!r}")
+        root = Path(ctx.variables.get("workspace", "."))
+        ctx.container = cls(config, root)
+        ctx.variables["main"] = ctx.container
+
+
+@attrs.frozen
+class _ModuleArgs:
+    required: list[str] = attrs.Factory(lambda: ["MODEL", "OPTIMIZER"])
+    base_path: Any = None
+
+
+class _ModuleCommand(Command):
+    kind = Kind.LEAF
+    Args = _ModuleArgs
+    extra_args = True  # per-module options: MODEL: {file_name: $latest.id, ...}
+
+    def store(self, ctx: Context) -> CheckpointStore:
+        base = self.args.base_path if self.args.base_path is not None else ctx.variables.get("base")
+        if base is None:
+            raise RuntimeError("no base_path and no $base: where are checkpoints kept?")
+        return CheckpointStore(base)
+
+    def modules(self, ctx: Context) -> dict[str, Any]:
+        modules = container_of(ctx).modules
+        missing = [name for name in self.args.required if name not in modules]
+        if missing:
+            raise KeyError(f"the container has no module {', '.join(missing)} (it has {', '.join(modules)})")
+        return {name: modules[name] for name in self.args.required}
+
+
+@command
+class ModuleLoadClass(_ModuleCommand):
+    """Load the required modules from a checkpoint (``file_name: $latest.id``); none yet: start fresh."""
+
+    name = "ModuleLoadClass"
+    aliases = ("ModuleLoadCommand",)
+
+    def run(self, ctx: Context) -> None:
+        store = self.store(ctx)
+        options = ctx.resolve(self.extra)
+        payload: dict[str, Any] | None = None
+        for name, module in self.modules(ctx).items():
+            file_name = (options.get(name) or {}).get("file_name", ctx.lookup("latest.id"))
+            if file_name is None:
+                log.info("%s: no checkpoint to load %s from; starting fresh", self.node.name, name)
+                continue
+            path = store.path_of(str(file_name)) if not Path(str(file_name)).is_file() else Path(str(file_name))
+            if payload is None or payload.get("_path") != path:
+                payload = {**CheckpointStore.load(path, map_location=container_of(ctx).device), "_path": path}
+            module.load_state_dict(payload["modules"][name])
+            log.info("%s: loaded %s from %s", self.node.name, name, path)
+
+
+@command
+class ModuleSaveClass(_ModuleCommand):
+    """Save the required modules, the node counters, the RNG states and the program."""
+
+    name = "ModuleSaveClass"
+    aliases = ("ModuleSaveCommand",)
+
+    def run(self, ctx: Context) -> None:
+        interpreter = ctx.interpreter
+        payload = {
+            "modules": {name: module.state_dict() for name, module in self.modules(ctx).items()},
+            "states": interpreter.snapshot(),
+            "position": interpreter.position(),
+            "rng": rng_state(),
+            "commands": {name: cmd.state_dict() for name, cmd in interpreter.commands.items() if cmd.state_dict()},
+            "program": ctx.variables.get("program_text"),
+            "variables": {key: ctx.variables[key] for key in ctx.variables.get("exported", ())},
+        }
+        counters = {name: state.counters() for name, state in interpreter.states.items()}
+        ref = self.store(ctx).save(payload, counters)
+        ctx.variables["latest"] = ref
+        log.info("%s: saved checkpoint %s", self.node.name, ref.id)
+
+
+@command
+class RunCommand(Command):
+    """Call a method of the trainer container: ``method: train_step``."""
+
+    name = "RunCommand"
+    kind = Kind.LEAF
+
+    @attrs.frozen
+    class Args:
+        method: str
+        args: dict = attrs.Factory(dict)
+
+    def run(self, ctx: Context) -> None:
+        container = container_of(ctx)
+        method = getattr(container, self.args.method, None)
+        if not callable(method):
+            raise AttributeError(f"{type(container).__name__} has no method '{self.args.method}'")
+        method(**self.args.args)
+
+
+@command
+class DataLoaderCommand(Command):
+    """A loader over one of the container's data sets: an activation is an epoch, a step a batch.
+
+    ``batch_size``, ``shuffle`` and ``num_workers`` override the data set's
+    loader settings; changed while running, they apply from the next epoch.
+    """
+
+    name = "DataLoaderCommand"
+    kind = Kind.LOADER
+    aliases = ("LoaderCommand",)
+
+    @attrs.frozen
+    class Args:
+        loader: str = "train"
+        batch_size: int | None = None
+        shuffle: bool | None = None
+        num_workers: int | None = None
+        progress: bool = True
+
+    _batches: Any = None
+    _bar: Progress | None = None
+
+    def start(self, ctx: Context) -> None:
+        overrides = {
+            key: value
+            for key in ("batch_size", "shuffle", "num_workers")
+            if (value := getattr(self.args, key)) is not None
+        }
+        loader = container_of(ctx).dataloader(self.args.loader, **overrides)
+        self._batches = iter(loader)
+        epoch = ctx.counters(self.node.name).epoch
+        self._bar = Progress(f"{self.args.loader} {epoch}", len(loader)) if self.args.progress else None
+
+    def next_step(self, ctx: Context) -> bool:
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            return False
+        ctx.sample = ctx.container.sample = batch
+        if self._bar is not None:
+            self._bar.update(ctx.container.last_loss)
+        return True
+
+    def end(self, ctx: Context) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self._batches = None
+
+
+@command
+class EvaluateCommand(Command):
+    """Evaluate a metric (``accuracy`` or ``loss``) over a data set and log it."""
+
+    name = "EvaluateCommand"
+    kind = Kind.LEAF
+
+    @attrs.frozen
+    class Args:
+        loader: str = "valid"
+        metric: str = attrs.field(default="accuracy", validator=attrs.validators.in_(("accuracy", "loss")))
+
+    def run(self, ctx: Context) -> None:
+        value = container_of(ctx).evaluate(self.args.loader, self.args.metric)
+        log.info("%s %s: %.4f", self.args.loader, self.args.metric, value)
+        print(f"{self.args.loader} {self.args.metric}: {value:.4f}", flush=True)
+
+
+@command
+class LogMetricsCommand(Command):
+    """Append counters, loss, learning rate and metrics to ``metrics.csv`` (and TensorBoard if installed)."""
+
+    name = "LogMetricsCommand"
+    kind = Kind.LEAF
+
+    @attrs.frozen
+    class Args:
+        file: str = "metrics.csv"
+        tensorboard: bool = True
+
+    _writer: Any = None
+    _columns: list[str] | None = None
+
+    def run(self, ctx: Context) -> None:
+        container = container_of(ctx)
+        parent = ctx.counters(self.node.parent)
+        row = {
+            "step": parent.step,
+            "total_step": parent.total_step,
+            "loss": container.last_loss,
+            "lr": container.optimizer.param_groups[0]["lr"],
+            **container.metrics,
+        }
+        path = Path(ctx.variables.get("base", ".")) / self.args.file
+        if self._columns is None or set(row) - set(self._columns):
+            self._columns = list(dict.fromkeys([*(self._columns or []), *row]))
+        new_file = not path.exists()
+        with path.open("a", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self._columns, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        self._tensorboard(ctx, row)
+
+    def _tensorboard(self, ctx: Context, row: dict) -> None:
+        if not self.args.tensorboard:
+            return
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._writer = False
+                return
+            self._writer = SummaryWriter(str(Path(ctx.variables.get("base", ".")) / "tensorboard"))
+        if self._writer:
+            for key, value in row.items():
+                if isinstance(value, int | float) and key not in ("step", "total_step"):
+                    self._writer.add_scalar(key, value, row["total_step"])
+
+
+@command
+class SaveImageGridCommand(Command):
+    """Save a PNG grid of the current batch: inputs, outputs (as class maps or images) and targets."""
+
+    name = "SaveImageGridCommand"
+    kind = Kind.LEAF
+    aliases = ("ImageGridCommand",)
+
+    @attrs.frozen
+    class Args:
+        folder: str = "images"
+        count: int = 8
+
+    @torch.no_grad()
+    def run(self, ctx: Context) -> None:
+        from deepleaps.train.images import save_grid
+
+        container = container_of(ctx)
+        inputs, outputs, targets = container.forward(container.sample)
+        counters = ctx.counters(self.node.name)
+        folder = Path(ctx.variables.get("base", ".")) / self.args.folder
+        path = folder / f"{self.node.name}-{counters.total_step:06d}.png"
+        save_grid(path, inputs[: self.args.count], outputs[: self.args.count], targets[: self.args.count])

@@ -1,0 +1,192 @@
+"""The trainer container: model, optimizer, loss, data loaders and the current sample.
+
+Built from a YAML mapping that names classes by module path, so user code in
+a workspace's ``src/`` plugs in::
+
+    container: src.trainer.ExampleContainer.ExampleContainer   # optional
+    seed: 0
+    device: auto                    # cuda when present, else cpu
+    model: {class: src.model.SimpleConv.SimpleConv, args: {classes: 3}}
+    optimizer: {name: Adam, lr: 0.001}          # torch.optim by name
+    loss: {name: CrossEntropyLoss}              # torch.nn by name, or class path
+    data:
+      train: {dataset: {class: ..., args: {...}}, loader: {batch_size: 32, shuffle: true}}
+      valid: {...}
+
+Any value may instead be the path of a YAML file holding it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from deepleaps.lang.diagnostics import Diagnostic, ProgramError
+from deepleaps.lang.programfile import load_yaml
+
+
+class ConfigError(ProgramError):
+    """A trainer configuration that cannot be built."""
+
+    def __init__(self, message: str):
+        super().__init__([Diagnostic(message)])
+
+
+def import_object(path: str, *, default_module: Any = None) -> Any:
+    """``package.module.Name`` → the object; a bare ``Name`` is looked up in ``default_module``."""
+    if "." not in path:
+        if default_module is not None and hasattr(default_module, path):
+            return getattr(default_module, path)
+        raise ConfigError(f"'{path}' is neither a module path nor a name in {getattr(default_module, '__name__', '?')}")
+    module_name, _, name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"cannot import '{module_name}' (for '{path}'): {error}") from None
+    if not hasattr(module, name):
+        raise ConfigError(f"module '{module_name}' has no '{name}'")
+    return getattr(module, name)
+
+
+def expand(value: Any, root: Path) -> Any:
+    """A string naming an existing YAML file is replaced by the file's content."""
+    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
+        path = Path(value) if Path(value).is_absolute() else root / value
+        if path.is_file():
+            return load_yaml(path).data
+    return value
+
+
+def build(spec: Any, root: Path, *, default_module: Any = None, **extra: Any) -> Any:
+    """``{class|name: X, args: {...}, ...}`` → ``X(**args, **rest, **extra)``."""
+    spec = expand(spec, root)
+    if isinstance(spec, str):
+        spec = {"class": spec}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"expected a mapping with 'class' or 'name', got {spec!r}")
+    spec = dict(spec)
+    target = spec.pop("class", None) or spec.pop("name", None)
+    if target is None:
+        raise ConfigError(f"no 'class' or 'name' in {spec!r}")
+    factory = import_object(target, default_module=default_module)
+    kwargs = {**dict(expand(spec.pop("args", {}), root) or {}), **spec, **extra}
+    try:
+        return factory(**kwargs)
+    except TypeError as error:
+        raise ConfigError(f"cannot build {target}: {error}") from None
+
+
+def choose_device(name: str | None) -> torch.device:
+    """``auto`` (or nothing): CUDA when present, else the CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+class TrainerContainer:
+    """Holds what the training commands act on; subclass it to change a step.
+
+    ``modules`` maps the names checkpoints use (``MODEL``, ``OPTIMIZER``) to
+    objects with ``state_dict``/``load_state_dict``.
+    """
+
+    def __init__(self, config: Mapping[str, Any], root: Path | str = "."):
+        self.config = dict(config)
+        self.root = Path(root)
+        self.device = choose_device(self.config.get("device"))
+        if "seed" in self.config:
+            seed_everything(int(self.config["seed"]))
+        self.model: torch.nn.Module = build(self.config["model"], self.root).to(self.device)
+        self.optimizer = self._optimizer(self.config.get("optimizer", {"name": "Adam", "lr": 1e-3}))
+        self.loss = build(self.config.get("loss", "CrossEntropyLoss"), self.root, default_module=torch.nn)
+        self.data_config: dict[str, Any] = dict(expand(self.config.get("data", {}), self.root) or {})
+        self._loaders: dict[str, DataLoader] = {}
+        self.sample: Any = None
+        self.last_loss: float | None = None
+        self.metrics: dict[str, float] = {}
+
+    def _optimizer(self, spec: Any) -> torch.optim.Optimizer:
+        return build(spec, self.root, default_module=torch.optim, params=self.model.parameters())
+
+    @property
+    def modules(self) -> dict[str, Any]:
+        return {"MODEL": self.model, "OPTIMIZER": self.optimizer}
+
+    # ---- data ---------------------------------------------------------------------
+
+    def loader_settings(self, name: str) -> dict[str, Any]:
+        if name not in self.data_config:
+            known = ", ".join(self.data_config) or "none"
+            raise ConfigError(f"no data set '{name}' in the trainer configuration (known: {known})")
+        return dict(expand(self.data_config[name].get("loader", {}), self.root) or {})
+
+    def dataloader(self, name: str, **overrides: Any) -> DataLoader:
+        """The DataLoader of data set ``name``, rebuilt when ``overrides`` change its settings."""
+        settings = {**self.loader_settings(name), **overrides}
+        cached = self._loaders.get(name)
+        if cached is not None and getattr(cached, "_deepleaps_settings", None) == settings:
+            return cached
+        dataset = build(self.data_config[name]["dataset"], self.root)
+        loader = DataLoader(dataset, **settings)
+        loader._deepleaps_settings = settings
+        self._loaders[name] = loader
+        return loader
+
+    def to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, list | tuple):
+            return type(batch)(self.to_device(item) for item in batch)
+        if isinstance(batch, Mapping):
+            return {key: self.to_device(item) for key, item in batch.items()}
+        return batch
+
+    # ---- steps ----------------------------------------------------------------------
+
+    def forward(self, sample: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs, outputs, targets of a ``(inputs, targets)`` batch."""
+        inputs, targets = self.to_device(sample)
+        return inputs, self.model(inputs), targets
+
+    def train_step(self) -> float:
+        """One optimisation step on the current sample; returns the loss."""
+        self.model.train()
+        _, outputs, targets = self.forward(self.sample)
+        loss = self.loss(outputs, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.last_loss = loss.item()
+        return self.last_loss
+
+    @torch.no_grad()
+    def evaluate(self, name: str, metric: str = "accuracy") -> float:
+        """``metric`` over data set ``name``: accuracy, or the mean loss."""
+        self.model.eval()
+        total, correct, loss_sum = 0, 0, 0.0
+        for sample in self.dataloader(name):
+            _, outputs, targets = self.forward(sample)
+            total += targets.shape[0]
+            loss_sum += self.loss(outputs, targets).item() * targets.shape[0]
+            if metric == "accuracy":
+                correct += (outputs.argmax(dim=1) == targets).sum().item()
+        value = correct / max(total, 1) if metric == "accuracy" else loss_sum / max(total, 1)
+        self.metrics[f"{name}_{metric}"] = value
+        return value
