@@ -35,6 +35,7 @@ _CLASSES = (
 for _cls in _CLASSES:
     attrs.resolve_types(_cls, vars(ast))
 
+_VALUE_CLASSES = typing.get_args(ast.Value)
 _KINDS = {ast.NodeKind.INSTANCE: "instance", ast.NodeKind.DEFINE: "define", ast.NodeKind.CLASS: "class"}
 _KINDS_BACK = {name: kind for kind, name in _KINDS.items()}
 
@@ -63,8 +64,11 @@ _WITHOUT_SPANS = _converter(spans=False)
 
 
 def to_data(node: ast.AstNode, *, spans: bool = False):
-    """The plain-data (JSON-ready) form of any AST node."""
-    return (_WITH_SPANS if spans else _WITHOUT_SPANS).unstructure(node)
+    """The plain-data (JSON-ready) form of any AST node; values carry their ``type`` tag."""
+    converter = _WITH_SPANS if spans else _WITHOUT_SPANS
+    if isinstance(node, _VALUE_CLASSES):
+        return converter.unstructure(node, unstructure_as=ast.Value)
+    return converter.unstructure(node)
 
 
 def from_data(data, cls: type = ast.Program):
@@ -72,7 +76,8 @@ def from_data(data, cls: type = ast.Program):
     try:
         return _WITH_SPANS.structure(data, cls)
     except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as error:
-        raise ProgramError([Diagnostic(f"not a valid {cls.__name__} document: {_summary(error)}")]) from None
+        name = getattr(cls, "__name__", "value")
+        raise ProgramError([Diagnostic(f"not a valid {name} document: {_summary(error)}")]) from None
 
 
 def dump_program(program: ast.Program, *, spans: bool = False) -> dict:
@@ -85,7 +90,10 @@ def load_program(document: typing.Any) -> ast.Program:
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         found = document.get("schema") if isinstance(document, dict) else type(document).__name__
         raise ProgramError([Diagnostic(f"expected a '{SCHEMA}' document, got {found!r}")])
-    return from_data(document.get("program"), ast.Program)
+    program = from_data(document.get("program"), ast.Program)
+    if not program.statements:  # no text parses to an empty program
+        raise ProgramError([Diagnostic("not a valid Program document: a program has at least one statement")])
+    return program
 
 
 def _summary(error: Exception) -> str:

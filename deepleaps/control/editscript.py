@@ -1,0 +1,410 @@
+"""Edit scripts: the difference between two programs, as data (DESIGN §6).
+
+A script is a list of operations over instance names — add or remove a node,
+add or remove an edge, set or unset an argument, rebind a node's class,
+reorder a graph's children — computed by :func:`diff` from two source plans
+and replayed by :func:`apply`. ``apply(a, diff(a, b)) == b`` and the inverse
+of ``diff(a, b)`` is ``diff(b, a)``. Nodes that no operation names keep their
+counters and state when the result is installed.
+
+Its JSON form (``deepleaps.edit/1``) writes argument values in the AST's
+value schema (``deepleaps.ast/1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode
+from deepleaps.lang import ast
+from deepleaps.lang.diagnostics import Diagnostic, ProgramError
+from deepleaps.lang.serialize import from_data, to_data
+
+SCHEMA = "deepleaps.edit/1"
+
+#: Node options that edit scripts treat as arguments of the node.
+OPTIONS = ("repeat", "finish", "run_cycle", "on_error")
+
+
+@attrs.frozen
+class AddNode:
+    name: str
+    parent: str
+    command: str
+    kind: str
+    #: Arguments and options, as plain values (see :func:`plain_arguments`).
+    arguments: Mapping[str, Any] = attrs.field(factory=dict)
+    #: Where it goes among the parent's children.
+    position: int = -1
+
+
+@attrs.frozen
+class RemoveNode:
+    name: str
+
+
+@attrs.frozen
+class AddEdge:
+    graph: str
+    source: str
+    target: str
+
+
+@attrs.frozen
+class RemoveEdge:
+    graph: str
+    source: str
+    target: str
+
+
+@attrs.frozen
+class SetArgument:
+    node: str
+    key: str
+    value: Any
+
+
+@attrs.frozen
+class UnsetArgument:
+    node: str
+    key: str
+
+
+@attrs.frozen
+class RebindClass:
+    node: str
+    command: str
+    kind: str
+
+
+@attrs.frozen
+class ReorderChildren:
+    graph: str
+    children: tuple[str, ...] = attrs.field(converter=tuple)
+
+
+Operation = AddNode | RemoveNode | AddEdge | RemoveEdge | SetArgument | UnsetArgument | RebindClass | ReorderChildren
+
+
+@attrs.frozen
+class EditScript:
+    """Operations computed against program version ``base_version``."""
+
+    operations: tuple[Operation, ...] = attrs.field(converter=tuple)
+    base_version: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.operations)
+
+    def touched(self) -> set[str]:
+        """Nodes whose command instance must be rebuilt (new or changed)."""
+        names = set()
+        for operation in self.operations:
+            if isinstance(operation, AddNode):
+                names.add(operation.name)
+            elif isinstance(operation, SetArgument | UnsetArgument | RebindClass):
+                names.add(operation.node)
+        return names
+
+    def summary(self) -> list[str]:
+        """One line per operation, for people."""
+        return [describe(operation) for operation in self.operations]
+
+
+# ---- arguments as plain values ------------------------------------------------------
+
+
+def plain_arguments(node: PlanNode) -> dict[str, Any]:
+    """A node's arguments and non-default options in one mapping."""
+    values = dict(node.args)
+    if node.repeat != _default_repeat(node.kind):
+        values["repeat"] = node.repeat
+    if node.finish:
+        values["finish"] = True
+    if node.run_cycle is not None:
+        values["run_cycle"] = str(node.run_cycle)
+    if node.on_error is not OnError.STOP:
+        values["on_error"] = node.on_error.value
+    return values
+
+
+def _default_repeat(kind: Kind) -> int:
+    return -1 if kind is Kind.LOADER else 1
+
+
+def _with_argument(node: PlanNode, key: str, value: Any) -> PlanNode:
+    if key == "repeat":
+        return attrs.evolve(node, repeat=value)
+    if key == "finish":
+        return attrs.evolve(node, finish=bool(value))
+    if key == "run_cycle":
+        return attrs.evolve(node, run_cycle=Cycle.parse(value) if isinstance(value, str) else value)
+    if key == "on_error":
+        return attrs.evolve(node, on_error=OnError(value))
+    return attrs.evolve(node, args={**node.args, key: value})
+
+
+def _without_argument(node: PlanNode, key: str) -> PlanNode:
+    if key == "repeat":
+        return attrs.evolve(node, repeat=_default_repeat(node.kind))
+    if key == "finish":
+        return attrs.evolve(node, finish=False)
+    if key == "run_cycle":
+        return attrs.evolve(node, run_cycle=None)
+    if key == "on_error":
+        return attrs.evolve(node, on_error=OnError.STOP)
+    return attrs.evolve(node, args={k: v for k, v in node.args.items() if k != key})
+
+
+# ---- diff ---------------------------------------------------------------------------------
+
+
+def diff(old: Plan, new: Plan, base_version: int | None = None) -> EditScript:
+    """The operations that turn source plan ``old`` into ``new``."""
+    moved = {name for name in old.nodes.keys() & new.nodes.keys() if old[name].parent != new[name].parent}
+    removed = (old.nodes.keys() - new.nodes.keys()) | moved
+    added = (new.nodes.keys() - old.nodes.keys()) | moved
+    operations: list[Operation] = []
+    for graph in old.nodes.values():
+        for source, target in graph.edges:
+            if graph.name in removed or graph.name not in new or (source, target) not in new[graph.name].edges:
+                operations.append(RemoveEdge(graph.name, source, target))
+    for node in reversed(list(old.walk())):  # children before parents
+        if node.name in removed:
+            operations.append(RemoveNode(node.name))
+    for name in old.nodes:
+        if name in removed:
+            continue
+        before, after = old[name], new[name]
+        if (before.command, before.kind) != (after.command, after.kind):
+            operations.append(RebindClass(name, after.command, after.kind.value))
+        old_args, new_args = plain_arguments(before), plain_arguments(after)
+        for key in old_args.keys() - new_args.keys():
+            operations.append(UnsetArgument(name, key))
+        for key, value in new_args.items():
+            if key not in old_args or not _same(old_args[key], value):
+                operations.append(SetArgument(name, key, value))
+    for node in new.walk():
+        if node.name in added:
+            position = new[node.parent].children.index(node.name)
+            operations.append(
+                AddNode(node.name, node.parent, node.command, node.kind.value, plain_arguments(node), position)
+            )
+    for graph in new.nodes.values():
+        for source, target in graph.edges:
+            if graph.name in added or (source, target) not in old[graph.name].edges:
+                operations.append(AddEdge(graph.name, source, target))
+    result = apply(old, operations)
+    for graph in new.nodes.values():
+        if graph.kind.has_children and result[graph.name].children != graph.children:
+            operations.append(ReorderChildren(graph.name, graph.children))
+    return EditScript(operations, base_version)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and of the same type (``1`` is not ``1.0`` or ``True``)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+# ---- apply --------------------------------------------------------------------------------
+
+
+class ScriptError(ProgramError):
+    """An edit script that does not fit the program it is applied to."""
+
+    def __init__(self, message: str):
+        super().__init__([Diagnostic(f"edit script does not apply: {message}")])
+
+
+def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
+    """The source plan ``plan`` with ``operations`` applied, in order.
+
+    Raises:
+        ScriptError: an operation names a node or edge that is not there.
+    """
+    if isinstance(operations, EditScript):
+        operations = operations.operations
+    nodes = dict(plan.nodes)
+
+    def need(name: str) -> PlanNode:
+        if name not in nodes:
+            raise ScriptError(f"there is no node '{name}'")
+        return nodes[name]
+
+    for operation in operations:
+        if isinstance(operation, AddNode):
+            if operation.name in nodes:
+                raise ScriptError(f"node '{operation.name}' exists already")
+            parent = need(operation.parent)
+            if not parent.kind.has_children:
+                raise ScriptError(f"'{parent.name}' is a leaf and cannot have children")
+            kind = Kind(operation.kind)
+            node = PlanNode(operation.name, operation.command, kind, parent=parent.name, repeat=_default_repeat(kind))
+            for key, value in operation.arguments.items():
+                node = _with_argument(node, key, value)
+            nodes[node.name] = node
+            children = list(parent.children)
+            position = operation.position if 0 <= operation.position <= len(children) else len(children)
+            children.insert(position, node.name)
+            nodes[parent.name] = attrs.evolve(parent, children=tuple(children))
+        elif isinstance(operation, RemoveNode):
+            node = need(operation.name)
+            if node.children:
+                raise ScriptError(f"node '{node.name}' still has children ({', '.join(node.children)})")
+            if node.parent is None:
+                raise ScriptError("the root cannot be removed")
+            parent = nodes[node.parent]
+            if any(operation.name in edge for edge in parent.edges):
+                raise ScriptError(f"node '{node.name}' still has edges in '{parent.name}'")
+            nodes[parent.name] = attrs.evolve(parent, children=tuple(c for c in parent.children if c != node.name))
+            del nodes[node.name]
+        elif isinstance(operation, AddEdge | RemoveEdge):
+            graph = need(operation.graph)
+            edge = (operation.source, operation.target)
+            for end in edge:
+                if end not in graph.children:
+                    raise ScriptError(f"'{end}' is not a child of '{graph.name}'")
+            if isinstance(operation, AddEdge):
+                if edge in graph.edges:
+                    raise ScriptError(f"edge {edge[0]} -> {edge[1]} exists already in '{graph.name}'")
+                nodes[graph.name] = attrs.evolve(graph, edges=(*graph.edges, edge))
+            else:
+                if edge not in graph.edges:
+                    raise ScriptError(f"there is no edge {edge[0]} -> {edge[1]} in '{graph.name}'")
+                nodes[graph.name] = attrs.evolve(graph, edges=tuple(e for e in graph.edges if e != edge))
+        elif isinstance(operation, SetArgument):
+            nodes[operation.node] = _with_argument(need(operation.node), operation.key, operation.value)
+        elif isinstance(operation, UnsetArgument):
+            nodes[operation.node] = _without_argument(need(operation.node), operation.key)
+        elif isinstance(operation, RebindClass):
+            node = need(operation.node)
+            kind = Kind(operation.kind)
+            if node.children and not kind.has_children:
+                raise ScriptError(f"'{node.name}' has children; class {operation.command} is a leaf")
+            nodes[node.name] = attrs.evolve(node, command=operation.command, kind=kind)
+        elif isinstance(operation, ReorderChildren):
+            graph = need(operation.graph)
+            if sorted(graph.children) != sorted(operation.children):
+                raise ScriptError(f"reordering '{graph.name}' must keep its children")
+            nodes[graph.name] = attrs.evolve(graph, children=operation.children)
+        else:
+            raise ScriptError(f"unknown operation {operation!r}")
+    return Plan(nodes, plan.root)
+
+
+def describe(operation: Operation) -> str:
+    if isinstance(operation, AddNode):
+        return f"+ {operation.name} ({operation.command}) in {operation.parent}"
+    if isinstance(operation, RemoveNode):
+        return f"- {operation.name}"
+    if isinstance(operation, AddEdge):
+        return f"+ {operation.source} -> {operation.target} in {operation.graph}"
+    if isinstance(operation, RemoveEdge):
+        return f"- {operation.source} -> {operation.target} in {operation.graph}"
+    if isinstance(operation, SetArgument):
+        return f"~ {operation.node}.{operation.key} = {operation.value!r}"
+    if isinstance(operation, UnsetArgument):
+        return f"~ {operation.node}.{operation.key} unset"
+    if isinstance(operation, RebindClass):
+        return f"~ {operation.node} is now a {operation.command}"
+    return f"~ {operation.graph} children: {', '.join(operation.children)}"
+
+
+# ---- JSON ----------------------------------------------------------------------------------
+
+
+def value_to_ast(value: Any) -> ast.Value:
+    """A plain argument value as an AST literal (the JSON value schema)."""
+    if isinstance(value, ast.Variable):
+        return ast.Variable(value.name)
+    if value is None:
+        return ast.Null()
+    if isinstance(value, bool):
+        return ast.Boolean(value)
+    if isinstance(value, int):
+        return ast.Integer(value)
+    if isinstance(value, float):
+        return ast.Float(value)
+    if isinstance(value, str):
+        return ast.String(value)
+    if isinstance(value, list | tuple):
+        return ast.List([value_to_ast(item) for item in value])
+    if isinstance(value, Mapping):
+        return ast.Mapping([ast.Argument(str(key), value_to_ast(item)) for key, item in value.items()])
+    raise TypeError(f"an argument value cannot be {type(value).__name__}: {value!r}")
+
+
+def value_from_ast(value: ast.Value) -> Any:
+    return ast.python_value(value)
+
+
+_OPERATIONS = (AddNode, RemoveNode, AddEdge, RemoveEdge, SetArgument, UnsetArgument, RebindClass, ReorderChildren)
+
+
+def _tag(cls: type) -> str:
+    """``AddNode`` → ``add_node``."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in cls.__name__).lstrip("_")
+
+
+_BY_TAG = {_tag(cls): cls for cls in _OPERATIONS}
+
+
+def _operation_to_data(operation: Operation) -> dict:
+    data: dict[str, Any] = {"op": _tag(type(operation))}
+    for field in attrs.fields(type(operation)):
+        value = getattr(operation, field.name)
+        if field.name == "arguments":
+            value = {key: to_data(value_to_ast(item)) for key, item in value.items()}
+        elif field.name == "value":
+            value = to_data(value_to_ast(value))
+        elif isinstance(value, tuple):
+            value = list(value)
+        data[field.name] = value
+    return data
+
+
+def _operation_from_data(data: Any) -> Operation:
+    if not isinstance(data, dict) or data.get("op") not in _BY_TAG:
+        raise ValueError(f"unknown operation {data.get('op') if isinstance(data, dict) else data!r}")
+    cls = _BY_TAG[data["op"]]
+    values = {}
+    for field in attrs.fields(cls):
+        if field.name not in data:
+            if field.default is attrs.NOTHING:
+                raise ValueError(f"'{data['op']}' needs '{field.name}'")
+            continue
+        value = data[field.name]
+        if field.name == "arguments":
+            value = {key: value_from_ast(from_data(item, ast.Value)) for key, item in value.items()}
+        elif field.name == "value":
+            value = value_from_ast(from_data(value, ast.Value))
+        values[field.name] = value
+    return cls(**values)
+
+
+def script_to_data(script: EditScript) -> dict:
+    return {
+        "schema": SCHEMA,
+        "base_version": script.base_version,
+        "operations": [_operation_to_data(operation) for operation in script.operations],
+    }
+
+
+def script_from_data(data: Any) -> EditScript:
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ProgramError([Diagnostic(f"expected a '{SCHEMA}' edit script, got {found!r}")])
+    try:
+        operations = [_operation_from_data(item) for item in data.get("operations", [])]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ProgramError([Diagnostic(f"not a valid edit script: {error}")]) from None
+    return EditScript(operations, data.get("base_version"))
