@@ -8,6 +8,7 @@ from deepleaps.lang.ast import (
     Float,
     Integer,
     List,
+    Mapping,
     Node,
     NodeKind,
     Null,
@@ -18,7 +19,7 @@ from deepleaps.lang.ast import (
     Variable,
 )
 from deepleaps.lang.diagnostics import Diagnostic, InternalError, ProgramError, SourceText
-from deepleaps.lang.parser import MAX_NESTING, parse
+from deepleaps.lang.parser import MAX_NESTING, parse, parse_value
 from deepleaps.lang.printer import format_program, inline
 from deepleaps.lang.serialize import SCHEMA, dump_program, load_program
 
@@ -34,6 +35,7 @@ __all__ = [
     "Integer",
     "InternalError",
     "List",
+    "Mapping",
     "Node",
     "NodeKind",
     "Null",
@@ -49,4 +51,5 @@ __all__ = [
     "inline",
     "load_program",
     "parse",
+    "parse_value",
 ]

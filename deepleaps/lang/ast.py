@@ -116,7 +116,18 @@ class List:
         return visitor.visit_list(self)
 
 
-Value = Integer | Float | String | Boolean | Null | Variable | List
+@attrs.frozen
+class Mapping:
+    """``{key=value, "any key"=value}``; entries are :class:`Argument` (key, value)."""
+
+    entries: tuple[Argument, ...] = attrs.field(converter=tuple)
+    span: Span | None = _span()
+
+    def accept(self, visitor: Visitor):
+        return visitor.visit_mapping(self)
+
+
+Value = Integer | Float | String | Boolean | Null | Variable | List | Mapping
 
 
 # ---- program structure --------------------------------------------------------
@@ -189,6 +200,8 @@ def python_value(value: Value):
     """The plain Python value of a literal; variables stay :class:`Variable`."""
     if isinstance(value, List):
         return [python_value(item) for item in value.items]
+    if isinstance(value, Mapping):
+        return {entry.name: python_value(entry.value) for entry in value.entries}
     if isinstance(value, Variable):
         return value
     return value.value

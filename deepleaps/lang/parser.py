@@ -30,20 +30,22 @@ MAX_NESTING = 64
 
 Locate = Callable[[int, int], tuple[int, int]]
 
-_OPENERS = {"LPAR": "(", "LSQB": "["}
-_CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB"}
+_OPENERS = {"LPAR": "(", "LSQB": "[", "LBRACE": "{"}
+_CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
 _NODE_KINDS = {"INSTANCE": ast.NodeKind.INSTANCE, "DEFINE": ast.NodeKind.DEFINE, "CLASS": ast.NodeKind.CLASS}
 _NODE_TERMINALS = set(_NODE_KINDS)
-_VALUE_TERMINALS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NULL", "VARIABLE"}
+_VALUE_TERMINALS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NULL", "VARIABLE", "LBRACE"}
 #: How expected terminals are named in messages, in the order they are listed.
 _TERMINAL_WORDS = {
     "RPAR": "')'",
     "RSQB": "']'",
+    "RBRACE": "'}'",
     "_ARROW": "'->'",
     "COMMA": "','",
     "EQUAL": "'='",
     "LPAR": "'('",
     "LSQB": "'['",
+    "LBRACE": "'{'",
     "NAME": "an argument name",
     "_NL": "a new line",
     "$END": "the end of the program",
@@ -106,7 +108,14 @@ def grammar_text() -> str:
 
 
 def _load_grammar() -> Lark:
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, postlex=_PostLexer(), maybe_placeholders=False)
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        start=["start", "literal"],
+        propagate_positions=True,
+        postlex=_PostLexer(),
+        maybe_placeholders=False,
+    )
 
 
 _LARK = _load_grammar()
@@ -138,6 +147,9 @@ class _ToAst:
         "null",
         "variable",
         "list",
+        "mapping",
+        "entry",
+        "literal",
     )
 
     def __init__(self, filename: str, locate: Locate | None, source: SourceText):
@@ -218,6 +230,8 @@ class _ToAst:
         try:
             value = int(parts[0])
         except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            value = None
+        if value is None:  # outside the except block: the ValueError is no context of the error
             self._fail(f"integer literal too long: {_clip(parts[0])} has {len(parts[0].lstrip('-'))} digits", parts[0])
         return ast.Integer(value, span=self._span(meta))
 
@@ -244,6 +258,24 @@ class _ToAst:
 
     def list(self, meta, items):
         return ast.List(items, span=self._span(meta))
+
+    def mapping(self, meta, entries):
+        seen = set()
+        for entry in entries:
+            if entry.name in seen:
+                raise ProgramError(
+                    [Diagnostic(f"key '{entry.name}' is given twice", entry.span, self.source.line(entry.span.line))]
+                )
+            seen.add(entry.name)
+        return ast.Mapping(entries, span=self._span(meta))
+
+    def entry(self, meta, parts):
+        key, value = parts
+        name = self._decode(key) if key.type == "STRING" else str(key)
+        return ast.Argument(name, value, span=self._span(meta))
+
+    def literal(self, meta, parts):
+        return parts[0]
 
     def _decode(self, token: Token) -> str:
         text = str(token)
@@ -303,12 +335,27 @@ def parse(
         >>> parse("$root( $A -> $B )").statements[0].nodes[0].name
         'root'
     """
+    return _parse(text, filename, "start", locate, source)
+
+
+def parse_value(text: str | bytes, filename: str = "<value>") -> ast.Value:
+    """Parse one literal value, as SET and EXPORT take it: ``0.01``, ``"x"``, ``[1, 2]``, ``{a=1}``.
+
+    Example:
+        >>> parse_value("[1, 2.5]").items[1].value
+        2.5
+    """
+    return _parse(text, filename, "literal", None, None)
+
+
+def _parse(text, filename: str, start: str, locate: Locate | None, source: SourceText | None):
     if isinstance(text, bytes):
         text = decode_utf8(text, filename)
     source = source or SourceText(filename, text)
     position = _Positions(filename, locate, source)
     if not text.strip() or _only_comments(text):
-        raise ProgramError([position.diagnostic("empty program: expected a node such as '$root( … )'", 1, 1)])
+        what = "empty program: expected a node such as '$root( … )'" if start == "start" else "expected a value"
+        raise ProgramError([position.diagnostic(what, 1, 1)])
     token = _state.set(_ParseState())
     # A parse allocates several objects per token and frees almost none until it
     # returns, so each run of the cyclic collector would walk the whole growing
@@ -318,13 +365,13 @@ def parse(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        tree = _LARK.parse(text)
+        tree = _LARK.parse(text, start=start)
         return _ToAst(filename, locate, source).transform(tree)
     except _NestingTooDeep as error:
         raise ProgramError(
             [
                 position.diagnostic(
-                    f"nesting deeper than {MAX_NESTING} levels of '(' and '['",
+                    f"nesting deeper than {MAX_NESTING} levels of '(', '[' and '{{'",
                     error.token.line,
                     error.token.column,
                 )
@@ -456,6 +503,6 @@ def _expected_words(expected: set[str]) -> str:
     if _VALUE_TERMINALS & expected:
         phrases.append("a value")
     for terminal, phrase in _TERMINAL_WORDS.items():
-        if terminal in expected and not (terminal == "LSQB" and _VALUE_TERMINALS & expected):
+        if terminal in expected and not (terminal in ("LSQB", "LBRACE") and _VALUE_TERMINALS & expected):
             phrases.append(phrase)
     return words(phrases) or "something else"

@@ -9,6 +9,7 @@ four spaces. Comments are kept, each above the statement it was in.
 from __future__ import annotations
 
 import json
+import re
 
 from deepleaps.lang import ast
 from deepleaps.lang.visitor import Visitor
@@ -55,6 +56,20 @@ class _Inline(Visitor[str]):
 
     def visit_list(self, value: ast.List) -> str:
         return "[" + ", ".join(self.visit(item) for item in value.items) + "]"
+
+    def visit_mapping(self, value: ast.Mapping) -> str:
+        entries = (f"{_key(entry.name)}={self.visit(entry.value)}" for entry in value.entries)
+        return "{" + ", ".join(entries) + "}"
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _key(name: str) -> str:
+    """A mapping key: bare when it is a name (but not a keyword), else a string."""
+    if _NAME.fullmatch(name) and name not in ("true", "false", "null"):
+        return name
+    return json.dumps(name, ensure_ascii=False)
 
 
 _INLINE = _Inline()

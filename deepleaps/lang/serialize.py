@@ -27,6 +27,7 @@ _CLASSES = (
     ast.Null,
     ast.Variable,
     ast.List,
+    ast.Mapping,
     ast.Argument,
     ast.Node,
     ast.Chain,

@@ -51,6 +51,9 @@ class Visitor(abc.ABC, Generic[T]):
     @abc.abstractmethod
     def visit_list(self, value: ast.List) -> T: ...
 
+    @abc.abstractmethod
+    def visit_mapping(self, value: ast.Mapping) -> T: ...
+
 
 def walk(node: ast.AstNode):
     """Yield ``node`` and every node below it, depth first, in source order."""
@@ -68,6 +71,8 @@ def walk(node: ast.AstNode):
             children = (current.value,)
         elif isinstance(current, ast.List):
             children = current.items
+        elif isinstance(current, ast.Mapping):
+            children = current.entries
         else:
             children = ()
         stack.extend(reversed(children))
