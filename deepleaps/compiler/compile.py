@@ -41,6 +41,7 @@ def resolve(
     roots: Sequence[Path] = (),
     base: Plan | None = None,
     added_while_running: bool = False,
+    known: Iterable[str] = (),
 ) -> Plan:
     """Resolve and check programs into an unoptimised plan (on top of ``base``, if given).
 
@@ -54,6 +55,7 @@ def resolve(
         roots=tuple(roots) or (Path.cwd(),),
         base=base,
         added_while_running=added_while_running,
+        known=known,
     )
     for program in programs:
         resolver.add_program(program)

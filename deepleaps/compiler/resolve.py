@@ -55,12 +55,15 @@ class Resolver:
         roots: Sequence[Path] = (Path.cwd(),),
         base: Plan | None = None,
         added_while_running: bool = False,
+        known: Iterable[str] = (),
     ):
         self.registry = registry
         self.definitions = definitions
         self.sources = dict(sources)
         self.roots = tuple(roots)
         self.added_while_running = added_while_running
+        #: Nodes of the running program: not "added while running" even when named again.
+        self.known = set(known) | (set(base.nodes) if base is not None else set())
         self.problems: list[Diagnostic] = []
         self.drafts: dict[str, _Draft] = {}
         self.edge_spans: dict[tuple[str, str, str], Span | None] = {}
@@ -92,12 +95,16 @@ class Resolver:
                 repeat=options.get("repeat", spec.defaults.get("repeat", -1 if spec.kind is Kind.LOADER else 1)),
                 finish=options.get("finish", spec.defaults.get("finish", False)),
                 run_cycle=options.get("run_cycle"),
-                on_error=options.get("on_error", OnError.REMOVE if self.added_while_running else OnError.STOP),
+                on_error=options.get("on_error", self._default_on_error(draft.name)),
                 children=tuple(draft.children),
                 edges=tuple(draft.edges),
                 span=draft.span,
             )
         return Plan(nodes, ROOT)
+
+    def _default_on_error(self, name: str) -> OnError:
+        """A broken addition to a running training removes itself rather than stop it."""
+        return OnError.REMOVE if self.added_while_running and name not in self.known else OnError.STOP
 
     # ---- statements and groups ---------------------------------------------
 

@@ -93,22 +93,29 @@ class Interpreter:
     def install(self, plan: Plan, rebuild: Iterable[str] = ()) -> None:
         """Swap in ``plan``. Nodes that keep their name keep their counters and
         their command instance unless listed in ``rebuild`` or their command
-        or arguments changed. Call only at a safe point (or before running)."""
+        or arguments changed. Call only at a safe point (or before running).
+
+        All or nothing: if a command cannot be built, nothing changes.
+        """
         rebuild = set(rebuild)
         old = self.plan
-        for name in list(self.states):
-            if name not in plan.nodes:
-                del self.states[name]
-                self.commands.pop(name, None)
+        built = {}
         for name, node in plan.nodes.items():
-            self.states.setdefault(name, NodeState())
             previous = old.nodes.get(name) if old is not plan else None
             if (
                 name in rebuild
                 or name not in self.commands
                 or (previous is not None and (previous.command, previous.args) != (node.command, node.args))
             ):
-                self.commands[name] = self._build(node)
+                built[name] = self._build(node)
+        for name in list(self.states):
+            if name not in plan.nodes:
+                del self.states[name]
+                self.commands.pop(name, None)
+        for name, node in plan.nodes.items():
+            self.states.setdefault(name, NodeState())
+            if name in built:
+                self.commands[name] = built[name]
             else:
                 self.commands[name].node = node
         self._dynamic = {name for name, node in plan.nodes.items() if has_variables(dict(node.args))}
