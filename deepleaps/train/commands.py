@@ -14,7 +14,7 @@ import torch
 from deepleaps.compiler.plan import Kind
 from deepleaps.runtime.command import Command, command
 from deepleaps.runtime.context import Context
-from deepleaps.train.checkpoint import CheckpointStore, rng_state
+from deepleaps.train.checkpoint import CheckpointRef, CheckpointStore, rng_state
 from deepleaps.train.container import ConfigError, TrainerContainer, import_object
 from deepleaps.train.progress import Progress
 
@@ -102,20 +102,26 @@ class ModuleSaveClass(_ModuleCommand):
     aliases = ("ModuleSaveCommand",)
 
     def run(self, ctx: Context) -> None:
-        interpreter = ctx.interpreter
-        payload = {
-            "modules": {name: module.state_dict() for name, module in self.modules(ctx).items()},
-            "states": interpreter.snapshot(),
-            "position": interpreter.position(),
-            "rng": rng_state(),
-            "commands": {name: cmd.state_dict() for name, cmd in interpreter.commands.items() if cmd.state_dict()},
-            "program": ctx.variables.get("program_text"),
-            "variables": {key: ctx.variables[key] for key in ctx.variables.get("exported", ())},
-        }
-        counters = {name: state.counters() for name, state in interpreter.states.items()}
-        ref = self.store(ctx).save(payload, counters)
-        ctx.variables["latest"] = ref
+        ref = save_checkpoint(ctx, self.modules(ctx), self.store(ctx))
         log.info("%s: saved checkpoint %s", self.node.name, ref.id)
+
+
+def save_checkpoint(ctx: Context, modules: dict[str, Any], store: CheckpointStore) -> CheckpointRef:
+    """Write modules, node counters, the position, RNG states and the program; ``$latest`` then names it."""
+    interpreter = ctx.interpreter
+    payload = {
+        "modules": {name: module.state_dict() for name, module in modules.items()},
+        "states": interpreter.snapshot(),
+        "position": interpreter.position(),
+        "rng": rng_state(),
+        "commands": {name: state for name, cmd in interpreter.commands.items() if (state := cmd.state_dict())},
+        "program": ctx.variables.get("program_text"),
+        "variables": {key: ctx.variables[key] for key in ctx.variables.get("exported", ())},
+    }
+    counters = {name: state.counters() for name, state in interpreter.states.items()}
+    ref = store.save(payload, counters)
+    ctx.variables["latest"] = ref
+    return ref
 
 
 @command
