@@ -25,6 +25,10 @@ import deepleaps.runtime.commands
 import deepleaps.train.commands  # noqa: F401 - registers the training commands
 from deepleaps.app.experiment import Experiment, Mode, open_experiment
 from deepleaps.compiler import REGISTRY, Compiled, compile_file
+from deepleaps.control.engine import Controller
+from deepleaps.control.journal import FILE as JOURNAL
+from deepleaps.control.journal import Journal, read_journal
+from deepleaps.control.server import ControlServer, ServerSettings
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import error
 from deepleaps.lang.programfile import ProgramFile, load_program_file
@@ -64,7 +68,16 @@ class RunSettings:
 class App:
     """One training run of a workspace."""
 
-    def __init__(self, config: str | Path = "resource/configs/default.yaml", workspace: str | Path = ".", **overrides):
+    def __init__(
+        self,
+        config: str | Path = "resource/configs/default.yaml",
+        workspace: str | Path = ".",
+        *,
+        serve: bool = True,
+        port: int | None = None,
+        replay: str | Path | None = None,
+        **overrides,
+    ):
         self.workspace = Path(workspace).resolve()
         config = Path(config)
         self.config_path = config if config.is_absolute() else self.workspace / config
@@ -81,6 +94,11 @@ class App:
             log.warning("%s", warning)
         self.experiment: Experiment | None = None
         self.interpreter: Interpreter | None = None
+        self.controller: Controller | None = None
+        self.server: ControlServer | None = None
+        self._serve = serve
+        self._port = port
+        self._replay = read_journal(replay) if replay is not None else []
 
     @staticmethod
     def make_workspace(directory: str | Path = ".") -> Path:
@@ -132,8 +150,30 @@ class App:
             self._restore(interpreter, experiment)
         self._apply_overrides(interpreter)
         self.interpreter = interpreter
+        self._control(interpreter, directory)
         log.info("run directory %s (mode %s)", directory, experiment.mode.value)
         return interpreter
+
+    def _control(self, interpreter: Interpreter, directory: Path) -> None:
+        """The patch engine (always: it keeps the monitor file and replays journals) and its server."""
+        settings = ServerSettings.from_section(
+            self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=self._port
+        )
+        self.controller = Controller(
+            interpreter,
+            self.compiled.source,
+            registry=self.registry,
+            definitions=self.program_file.definitions,
+            sources={self.program_file.source.name: self.program_file.source},
+            roots=(self.workspace, self.config_path.parent),
+            run_dir=directory,
+            journal=Journal(directory / JOURNAL),
+            workspace=self.workspace,
+            allow_external_modules=settings.allow_external_modules,
+            replay=self._replay,
+        )
+        if self._serve:
+            self.server = ControlServer(self.controller, settings, self.workspace).start()
 
     def _apply_overrides(self, interpreter: Interpreter) -> None:
         """``seed``/``device`` from RUN or the command line reach the trainer container config."""
@@ -195,12 +235,20 @@ class App:
         except RunStopped:
             pass
         finally:
+            self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if hasattr(self, "_handler"):
                 logging.getLogger("deepleaps").removeHandler(self._handler)
                 self._handler.close()
         return EXIT_INTERRUPTED if interrupted.is_set() else EXIT_OK
+
+    def _shutdown(self) -> None:
+        if self.controller is not None:
+            self.controller.close()
+            self.controller.write_monitor()
+        if self.server is not None:
+            self.server.close()
 
     def start(self) -> RunHandle:
         """Run in a background thread; the handle stops it and waits for it."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import click
 
 from deepleaps import __version__
+from deepleaps.cli.compile import compile_command
+from deepleaps.cli.control import apply, diff, interactive, send, status
 from deepleaps.cli.fmt import fmt
 from deepleaps.cli.run import init, run
 
@@ -19,6 +21,9 @@ def main() -> None:
     """deepleaps: train PyTorch models with a program you can patch while it runs."""
 
 
+main.add_command(compile_command)
 main.add_command(fmt)
 main.add_command(init)
 main.add_command(run)
+for _command in (send, apply, diff, status, interactive):
+    main.add_command(_command)

@@ -29,14 +29,27 @@ def init(directory: str) -> None:
 @click.option("--name", help="Overrides RUN.name (the folder of the runs).")
 @click.option("--seed", type=int, help="Overrides the trainer container's seed.")
 @click.option("--device", help="cpu, cuda, cuda:1 … (default: cuda when present).")
-def run(config: str, mode: str | None, source: str | None, name: str | None, seed: int | None, device: str | None):
+@click.option("--port", type=int, help="Overrides COMMAND_CONTROLLER.ipc_port (0: any free port).")
+@click.option("--no-server", is_flag=True, help="Do not open the control socket.")
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply a run's journal.jsonl.")
+def run(config, mode, source, name, seed, device, port, no_server, replay):
     """Run the DEFAULT program of a workspace's command file."""
     if not Path(config).is_file():
         raise click.UsageError(f"no command file '{config}' (run in a workspace, or give --config)")
     from deepleaps.app.app import App
 
     with reporting():
-        app = App(config, mode=mode, source=source, name=name, seed=seed, device=device)
+        app = App(
+            config,
+            serve=not no_server,
+            port=port,
+            replay=replay,
+            mode=mode,
+            source=source,
+            name=name,
+            seed=seed,
+            device=device,
+        )
         app.prepare()
         click.echo(f"run directory: {app.experiment.directory}", err=True)
         status = app.run()

@@ -24,19 +24,26 @@ META = "ckp.meta"
 FOLDER = "checkpoints"
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+def atomic_write(path: Path, write, *, durable: bool = True) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
+
+    ``durable`` also flushes the data and the folder to disk, so that a power
+    cut cannot lose the rename either (checkpoints); a monitor file skips it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as file:
             write(file)
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

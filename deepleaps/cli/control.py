@@ -1,0 +1,147 @@
+"""Talking to a running training: ``send``, ``apply``, ``diff``, ``status``, ``client``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from deepleaps.cli.common import PROGRAM_ERROR, is_yaml, reporting
+from deepleaps.control.client import Client, ControlError
+
+
+def connection_options(function):
+    function = click.option(
+        "--workspace",
+        "-C",
+        default=".",
+        type=click.Path(file_okay=False),
+        help="The workspace of the training (where .deepleaps/ is).",
+    )(function)
+    function = click.option("--token", help="The token (default: the workspace's token file).")(function)
+    function = click.option("--port", type=int, help="Default: from the workspace.")(function)
+    return click.option("--host", help="Default: from the workspace.")(function)
+
+
+def _client(host, port, token, workspace) -> Client:
+    try:
+        return Client(host, port, token, workspace=workspace).connect()
+    except ControlError as problem:
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(PROGRAM_ERROR)
+
+
+def _show(reply: dict, as_json: bool) -> None:
+    """Print a reply; exit 1 if it is an error."""
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+    else:
+        for line in reply.get("diff", []):
+            click.echo(line)
+        message = reply.get("message", "")
+        if message:
+            click.echo(message, err=not reply.get("ok"))
+        if reply.get("patch_id") is not None:
+            point = reply.get("point") or {}
+            click.echo(
+                f"patch {reply['patch_id']} applied at {point.get('path')} {point.get('counters')} "
+                f"(version {reply.get('version')})"
+            )
+    if not reply.get("ok"):
+        sys.exit(PROGRAM_ERROR)
+
+
+def _program_text(path: str) -> str:
+    if is_yaml(path):
+        from deepleaps.lang.programfile import load_program_file
+
+        with reporting():
+            return "\n".join(
+                raw for label, raw, _ in load_program_file(path).program_texts if label.startswith("DEFAULT")
+            )
+    return Path(path).read_text(encoding="utf-8")
+
+
+@click.command()
+@click.argument("verb")
+@click.argument("payload", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON reply.")
+@connection_options
+def send(verb, payload, as_json, host, port, token, workspace):
+    """Send VERB PAYLOAD to the running training, e.g. `deepleaps send SET optimizer.lr 0.001`."""
+    client = _client(host, port, token, workspace)
+    with client:
+        _show(client.send(verb, " ".join(payload)), as_json)
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def apply(file, as_json, host, port, token, workspace):
+    """Apply a whole edited program (.dl, or a command file's DEFAULT): the server diffs it."""
+    text = _program_text(file)
+    with _client(host, port, token, workspace) as client:
+        _show(client.send("APPLY", text), as_json)
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the edit script as JSON (for PATCH).")
+@connection_options
+def diff(file, as_json, host, port, token, workspace):
+    """Show what applying FILE would change in the running training (a dry run)."""
+    text = _program_text(file)
+    with _client(host, port, token, workspace) as client:
+        reply = client.send("DIFF", text)
+    if as_json and reply.get("ok"):
+        click.echo(json.dumps(reply["script"], indent=2))
+        return
+    _show(reply, False)
+
+
+@click.command()
+@click.option("--watch", "-w", is_flag=True, help="Refresh every second until Ctrl-C.")
+@connection_options
+def status(watch, host, port, token, workspace):
+    """The live program tree with counters, and the last loss."""
+    with _client(host, port, token, workspace) as client:
+        while True:
+            reply = client.send("STATUS")
+            data = reply.get("data") or {}
+            text = f"version {data.get('version')}  loss {data.get('last_loss')}  " + (
+                "PAUSED" if data.get("paused") else ""
+            )
+            if watch:
+                click.clear()
+            click.echo(text.rstrip())
+            click.echo(data.get("tree", reply.get("message", "")))
+            if not watch:
+                return
+            time.sleep(1)
+
+
+@click.command("client")
+@connection_options
+def interactive(host, port, token, workspace):
+    """An interactive prompt: type `VERB payload` lines, as with the seed's client."""
+    with _client(host, port, token, workspace) as client:
+        while True:
+            try:
+                line = input(":")
+            except (EOFError, KeyboardInterrupt):
+                return
+            if not line.strip():
+                continue
+            verb, _, payload = line.strip().partition(" ")
+            try:
+                reply = client.send(verb, payload)
+            except ControlError as problem:
+                click.echo(f"error: {problem}", err=True)
+                return
+            for entry in reply.get("diff", []):
+                click.echo(entry)
+            click.echo(reply.get("message", "ok" if reply.get("ok") else "error"))

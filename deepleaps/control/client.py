@@ -1,0 +1,94 @@
+"""A Python client for a running training::
+
+    from deepleaps.control.client import Client
+
+    with Client(workspace=".") as client:
+        client.send("ADD", "$TRAINING_BATCH( IMAGE_GRID )")
+        client.send("SET", "optimizer.lr 0.001")
+        print(client.send("STATUS")["message"])
+
+Host, port and token come from the workspace (``.deepleaps/control.json``
+and the token file the server wrote) unless given.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from deepleaps.control.framing import Closed, FrameError, read_frame, write_frame
+
+INFO = Path(".deepleaps") / "control.json"
+
+
+class ControlError(Exception):
+    """The server could not be reached or answered something unreadable."""
+
+
+class Client:
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        token: str | None = None,
+        *,
+        workspace: str | Path = ".",
+        timeout: float | None = 60.0,
+    ):
+        info = _read_info(Path(workspace))
+        self.host = host or info.get("host", "127.0.0.1")
+        self.port = port if port is not None else info.get("port", 1568)
+        if token is None and info.get("token_file"):
+            token_path = Path(info["token_file"])
+            token = token_path.read_text().strip() if token_path.is_file() else None
+        self.token = token
+        self.timeout = timeout
+        self._socket: socket.socket | None = None
+
+    def connect(self) -> Client:
+        try:
+            self._socket = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except OSError as problem:
+            raise ControlError(f"cannot reach the training at {self.host}:{self.port}: {problem}") from None
+        if self.token is None:
+            raise ControlError("no token: give one, or run in the workspace of the training")
+        reply = self.send("HELLO", self.token)
+        if not reply.get("ok"):
+            raise ControlError(reply.get("message", "HELLO refused"))
+        return self
+
+    def send(self, verb: str, payload: str = "") -> dict[str, Any]:
+        """Send ``VERB payload``; the JSON reply once the change is applied or rejected."""
+        if self._socket is None:
+            self.connect()
+        text = f"{verb} {payload}" if payload else verb
+        try:
+            write_frame(self._socket, text.encode("utf-8"))
+            frame = read_frame(self._socket, max_size=1 << 30, idle_timeout=self.timeout, read_timeout=60.0)
+        except (OSError, Closed, FrameError) as problem:
+            self.close()
+            raise ControlError(f"the connection to the training failed: {problem or 'closed'}") from None
+        return json.loads(frame.decode("utf-8"))
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_info(workspace: Path) -> dict[str, Any]:
+    path = workspace / INFO
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}

@@ -1,0 +1,230 @@
+"""The control server inside the training process (DESIGN §5).
+
+Two ways to talk to it:
+
+- the seed's: frames of ``VERB payload``, each answered with one ``0x00``
+  byte as soon as it is queued — only when ``unauthenticated: true`` is
+  configured, and only on a loopback address;
+- ``HELLO <token>`` first: every later frame is answered with a framed JSON
+  reply once the change has been applied (or rejected).
+
+Defaults: bind 127.0.0.1, a fresh token per run in a file only its owner can
+read (compared in constant time), frames of at most 1 MiB, a read timeout
+per frame, a bounded number of clients. A bad frame gets an error and a
+closed connection; the training never waits for a client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from deepleaps.control.engine import Controller
+from deepleaps.control.framing import ACK, DEFAULT_MAX_FRAME, Closed, FrameError, read_frame, write_frame
+from deepleaps.lang.diagnostics import Diagnostic, ProgramError
+
+log = logging.getLogger("deepleaps.control")
+
+PROTOCOL = 1
+
+
+@attrs.frozen
+class ServerSettings:
+    """The ``COMMAND_CONTROLLER`` section of the command file."""
+
+    ipc_host: str = "127.0.0.1"
+    ipc_port: int = 1568
+    unauthenticated: bool = False
+    token_file: str = ".deepleaps/control.token"
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_clients: int = 8
+    read_timeout: float = 10.0
+    idle_timeout: float | None = 3600.0
+    allow_external_modules: bool = False
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None, **overrides: Any) -> ServerSettings:
+        values = dict(section or {})
+        known = {field.name for field in attrs.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ProgramError(
+                [
+                    Diagnostic(
+                        f"unknown COMMAND_CONTROLLER setting {', '.join(sorted(unknown))}; "
+                        f"settings are {', '.join(sorted(known))}"
+                    )
+                ]
+            )
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read or write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        os.write(descriptor, text.encode())
+    finally:
+        os.close(descriptor)
+
+
+class ControlServer:
+    def __init__(self, controller: Controller, settings: ServerSettings, workspace: Path):
+        if settings.unauthenticated and not is_loopback(settings.ipc_host):
+            raise ProgramError(
+                [
+                    Diagnostic(
+                        f"unauthenticated control is allowed on a loopback address only, not '{settings.ipc_host}'"
+                    )
+                ]
+            )
+        self.controller = controller
+        self.settings = settings
+        self.workspace = workspace
+        self.token = secrets.token_hex(32)
+        self._slots = threading.BoundedSemaphore(settings.max_clients)
+        self._stopping = threading.Event()
+        self._socket = self._bind()
+        self.host, self.port = self._socket.getsockname()[:2]
+        token_path = Path(settings.token_file)
+        self.token_path = token_path if token_path.is_absolute() else workspace / token_path
+        write_private(self.token_path, self.token + "\n")
+        self.info_path = self.token_path.parent / "control.json"
+        self.info_path.write_text(
+            json.dumps({"host": self.host, "port": self.port, "pid": os.getpid(), "token_file": str(self.token_path)})
+        )
+        self._thread = threading.Thread(target=self._accept, name="deepleaps-control", daemon=True)
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.settings.ipc_host else socket.AF_INET
+        server = socket.socket(family, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind((self.settings.ipc_host, self.settings.ipc_port))
+        except OSError as problem:
+            if self.settings.ipc_port == 0:
+                raise
+            log.warning("control port %s is taken (%s); using a free port", self.settings.ipc_port, problem)
+            server.bind((self.settings.ipc_host, 0))
+        server.listen(16)
+        server.settimeout(0.5)
+        return server
+
+    def start(self) -> ControlServer:
+        self._thread.start()
+        log.info("control server on %s:%s", self.host, self.port)
+        return self
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._socket.close()
+        self._thread.join(timeout=2)
+
+    # ---- connections -------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, address = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            if not self._slots.acquire(blocking=False):
+                self._refuse(connection, "too many clients; try again later")
+                continue
+            threading.Thread(
+                target=self._serve, args=(connection, address), name="deepleaps-client", daemon=True
+            ).start()
+
+    def _refuse(self, connection: socket.socket, message: str) -> None:
+        with contextlib.suppress(OSError):
+            connection.settimeout(1.0)
+            write_frame(connection, json.dumps({"ok": False, "message": message}).encode())
+        connection.close()
+
+    def _serve(self, connection: socket.socket, address) -> None:
+        mode: str | None = None  # "json" after HELLO, "seed" for the seed's client
+        origin = f"{address[0]}:{address[1]}"
+        try:
+            while not self._stopping.is_set():
+                frame = read_frame(
+                    connection,
+                    max_size=self.settings.max_frame,
+                    idle_timeout=self.settings.idle_timeout,
+                    read_timeout=self.settings.read_timeout,
+                )
+                try:
+                    text = frame.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise FrameError("a frame must be UTF-8 text: VERB payload") from None
+                verb, _, payload = text.strip().partition(" ")
+                verb = verb.upper()
+                if mode is None:
+                    if verb == "HELLO":
+                        if not hmac.compare_digest(payload.strip().encode(), self.token.encode()):
+                            raise FrameError("wrong token")
+                        mode = "json"
+                        self._reply(
+                            connection,
+                            {"ok": True, "verb": "HELLO", "protocol": PROTOCOL, "version": self.controller.version},
+                        )
+                        continue
+                    if not self.settings.unauthenticated:
+                        raise FrameError(f"authentication required: send 'HELLO <token>' (token in {self.token_path})")
+                    mode = "seed"
+                if mode == "seed":
+                    future = self.controller.request(verb, payload.strip(), origin)
+                    future.add_done_callback(lambda f, v=verb: _log_seed_reply(v, f.result()))
+                    connection.sendall(ACK)
+                else:
+                    reply = self.controller.request(verb, payload.strip(), origin).result()
+                    self._reply(connection, reply.to_json())
+        except Closed:
+            pass
+        except FrameError as problem:
+            log.warning("control client %s: %s", origin, problem)
+            if mode != "seed":
+                with contextlib.suppress(OSError):
+                    self._reply(connection, {"ok": False, "message": str(problem)})
+        except OSError as problem:
+            log.info("control client %s: %s", origin, problem)
+        finally:
+            connection.close()
+            self._slots.release()
+
+    def _reply(self, connection: socket.socket, body: dict) -> None:
+        connection.settimeout(self.settings.read_timeout)
+        write_frame(connection, json.dumps(body).encode("utf-8"))
+
+
+def _log_seed_reply(verb: str, reply) -> None:
+    if reply.ok:
+        log.info("%s: %s", verb, reply.message)
+        print(f"[control] {verb}: {reply.message}", flush=True)
+    else:
+        log.warning("%s rejected: %s", verb, reply.message)
+        print(f"[control] {verb} rejected:\n{reply.message}", flush=True)

@@ -1,0 +1,380 @@
+"""What each verb of the control channel does (DESIGN §5).
+
+Queued verbs are functions ``(controller, payload, node) -> Reply`` run at a
+safe point on the interpreter's thread; immediate verbs ``(controller,
+payload) -> Reply`` run on the caller's thread and change nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deepleaps.compiler import PlanNode, resolve
+from deepleaps.compiler.dot import to_dot
+from deepleaps.compiler.views import plan_tree
+from deepleaps.control import editscript
+from deepleaps.control.engine import Reply, failure
+from deepleaps.lang import ProgramError, parse, parse_value
+from deepleaps.lang.ast import python_value
+from deepleaps.lang.diagnostics import Diagnostic, SourceText, did_you_mean
+from deepleaps.lang.programfile import load_program_file
+
+if TYPE_CHECKING:
+    from deepleaps.control.engine import Controller
+
+_NAMES = re.compile(r"[\s,]+")
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*)\s*(?:=|\s)\s*(.*?)\s*$", re.DOTALL)
+
+
+# ---- programs -------------------------------------------------------------------------
+
+
+def _resolve(controller: Controller, text: str, verb: str, *, base: bool):
+    name = f"<{verb}>"
+    program = parse(text, name)
+    return resolve(
+        [program],
+        controller.definitions,
+        registry=controller.registry,
+        sources={**controller.sources, name: SourceText(name, text)},
+        roots=controller.roots,
+        base=controller.source if base else None,
+        added_while_running=True,
+        known=controller.source.nodes,
+    )
+
+
+def add(controller: Controller, payload: str, node: PlanNode, verb: str = "ADD") -> Reply:
+    """``ADD $root( *PrintCommand[content="hi"] )``: extend the running program."""
+    new = _resolve(controller, payload, verb, base=True)
+    return controller.commit(verb, payload, editscript.diff(controller.source, new, controller.version), node)
+
+
+def default(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """The seed's DEFAULT verb: run more program statements, like ADD."""
+    return add(controller, payload, node, verb="DEFAULT")
+
+
+def apply_program(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``APPLY <whole program>``: the server diffs it against the running program."""
+    new = _resolve(controller, payload, "APPLY", base=False)
+    return controller.commit("APPLY", payload, editscript.diff(controller.source, new, controller.version), node)
+
+
+def diff_program(controller: Controller, payload: str) -> Reply:
+    """``DIFF <whole program>``: what APPLY would change, changing nothing."""
+    new = _resolve(controller, payload, "DIFF", base=False)
+    script = editscript.diff(controller.source, new, controller.version)
+    return Reply(
+        True,
+        "DIFF",
+        "dry run",
+        controller.version,
+        diff=tuple(script.summary()),
+        script=editscript.script_to_data(script),
+    )
+
+
+def remove(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``REMOVE NAME …``: take nodes (and what is below them) out of the running program."""
+    names = [name.lstrip("$") for name in _NAMES.split(payload.strip()) if name]
+    if not names:
+        raise ProgramError([Diagnostic("REMOVE needs the names of the nodes to remove")])
+    plan = controller.source
+    for name in names:
+        if name not in plan:
+            hint = did_you_mean(name, plan.nodes)
+            raise ProgramError([Diagnostic(f"there is no node '{name}' to remove", hint=hint)])
+        if name == plan.root:
+            raise ProgramError([Diagnostic("the root graph cannot be removed")])
+        plan = plan.without(name)
+    return controller.commit("REMOVE", payload, editscript.diff(controller.source, plan, controller.version), node)
+
+
+def patch(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``PATCH <edit script JSON>``: refused if the program moved since it was computed."""
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as problem:
+        raise ProgramError([Diagnostic(f"PATCH needs an edit script in JSON: {problem}")]) from None
+    script = editscript.script_from_data(data)
+    if script.base_version != controller.version:
+        return failure(
+            "PATCH",
+            f"stale edit script: computed against version {script.base_version}, "
+            f"the program is at version {controller.version}; compute the diff again",
+        )
+    return controller.commit("PATCH", payload, script, node)
+
+
+def undo(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``UNDO``: apply the inverse of the last applied plan change."""
+    if not controller.history:
+        return failure("UNDO", "nothing to undo")
+    undone = controller.history.pop()
+    script = editscript.diff(controller.source, undone.before, controller.version)
+    reply = controller.commit("UNDO", str(undone.patch_id), script, node)
+    if reply.ok and script:
+        controller.history.pop()  # an undo is not itself undone by the next UNDO
+    else:
+        controller.history.append(undone)
+    return reply
+
+
+# ---- runtime settings ---------------------------------------------------------------
+
+
+def _assignment(payload: str, verb: str) -> tuple[str, Any, str]:
+    match = _ASSIGNMENT.match(payload)
+    if match is None or not match.group(2):
+        raise ProgramError([Diagnostic(f"{verb} needs a target and a value: {verb} NAME VALUE")])
+    target, value_text = match.group(1), match.group(2)
+    return target, python_value(parse_value(value_text, f"<{verb}>")), value_text
+
+
+def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``SET optimizer.lr 0.01`` (all param groups), ``SET optimizer.0.lr …`` (one group),
+    ``SET main.some.attribute …`` (the container), ``SET NODE.argument …`` (a node)."""
+    target, value, value_text = _assignment(payload, "SET")
+    head, _, rest = target.partition(".")
+    if not rest:
+        raise ProgramError([Diagnostic(f"SET target '{target}' needs a dot: optimizer.lr, NODE.argument …")])
+    if head in ("optimizer", "main", "container"):
+        container = controller.interpreter.context.container
+        if container is None:
+            return failure("SET", "no trainer container yet: try again after it is built")
+        changed = (
+            _set_optimizer(container, rest, value) if head == "optimizer" else _set_attribute(container, rest, value)
+        )
+        point = controller.point(node)
+        controller.record(None, "SET", payload, point)
+        return Reply(True, "SET", changed, controller.version, point=point)
+    if head not in controller.source:
+        hint = did_you_mean(head, [*controller.source.nodes, "optimizer", "main"])
+        raise ProgramError([Diagnostic(f"SET: no node or object '{head}'", hint=hint)])
+    key, _, deeper = rest.partition(".")
+    if deeper:
+        raise ProgramError([Diagnostic(f"SET {target}: a node argument is NODE.argument")])
+    text = f"${head}[{key}={value_text}]"
+    new = _resolve(controller, text, "SET", base=True)
+    return controller.commit("SET", payload, editscript.diff(controller.source, new, controller.version), node)
+
+
+def _set_optimizer(container, path: str, value: Any) -> str:
+    optimizer = container.optimizer
+    group, _, key = path.rpartition(".")
+    groups = optimizer.param_groups
+    if group:
+        chosen = [g for i, g in enumerate(groups) if group == str(i) or g.get("name") == group]
+        if not chosen:
+            names = [str(g.get("name", i)) for i, g in enumerate(groups)]
+            raise ProgramError([Diagnostic(f"no param group '{group}' (groups: {', '.join(names)})")])
+    else:
+        chosen = groups
+    if key not in chosen[0]:
+        known = ", ".join(k for k in chosen[0] if k != "params")
+        raise ProgramError([Diagnostic(f"the optimizer has no hyperparameter '{key}' (it has {known})")])
+    for g in chosen:
+        g[key] = value
+    return f"optimizer {key} = {value!r} in {len(chosen)} param group(s)"
+
+
+def _set_attribute(container, path: str, value: Any) -> str:
+    *parents, last = path.split(".")
+    target = container
+    for part in parents:
+        target = getattr(target, part)
+    if not hasattr(target, last):
+        raise ProgramError([Diagnostic(f"'{type(target).__name__}' has no attribute '{last}'")])
+    setattr(target, last, value)
+    return f"{path} = {value!r}"
+
+
+def export(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``EXPORT name value``: set a variable that arguments read as ``$name``."""
+    name, value, _ = _assignment(payload, "EXPORT")
+    variables = controller.interpreter.context.variables
+    variables[name] = value
+    exported = variables.setdefault("exported", [])
+    if name not in exported:
+        exported.append(name)
+    point = controller.point(node)
+    controller.record(None, "EXPORT", payload, point)
+    return Reply(True, "EXPORT", f"${name} = {value!r}", controller.version, point=point)
+
+
+def pause(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    controller.paused = True
+    return Reply(True, "PAUSE", "paused", controller.version, point=controller.point(node))
+
+
+def resume(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    was = controller.paused
+    controller.paused = False
+    return Reply(
+        True, "RESUME", "resumed" if was else "was not paused", controller.version, point=controller.point(node)
+    )
+
+
+def _checkpoint(controller: Controller) -> str:
+    from deepleaps.train.checkpoint import CheckpointStore
+    from deepleaps.train.commands import save_checkpoint
+
+    ctx = controller.interpreter.context
+    if ctx.container is None or "base" not in ctx.variables:
+        raise ProgramError([Diagnostic("nothing to checkpoint yet: no trainer container")])
+    ref = save_checkpoint(ctx, ctx.container.modules, CheckpointStore(ctx.variables["base"]))
+    return ref.id
+
+
+def checkpoint(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    checkpoint_id = _checkpoint(controller)
+    return Reply(
+        True,
+        "CHECKPOINT",
+        f"checkpoint {checkpoint_id}",
+        controller.version,
+        point=controller.point(node),
+        data={"id": checkpoint_id},
+    )
+
+
+def stop(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``STOP``: write a checkpoint, then end the run cleanly at this safe point."""
+    message = "stopping"
+    if controller.interpreter.context.container is not None:
+        message += f" after checkpoint {_checkpoint(controller)}"
+    controller.paused = False
+    controller.interpreter.request_stop()
+    point = controller.point(node)
+    controller.record(None, "STOP", payload, point)
+    return Reply(True, "STOP", message, controller.version, point=point)
+
+
+# ---- code ---------------------------------------------------------------------------
+
+
+def _check_module(controller: Controller, module: str) -> None:
+    if controller.allow_external_modules or controller.workspace is None:
+        return
+    spec = importlib.util.find_spec(module)
+    origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+    if origin is None or not origin.is_relative_to(controller.workspace.resolve()):
+        raise ProgramError(
+            [Diagnostic(f"module '{module}' is not in the workspace; set COMMAND_CONTROLLER.allow_external_modules")]
+        )
+
+
+def import_module(controller: Controller, payload: str, node: PlanNode, verb: str = "IMPORT_MODULE") -> Reply:
+    """``IMPORT_MODULE src.ipc.CustomCommand``: register the commands a module defines."""
+    module = payload.strip()
+    try:
+        _check_module(controller, module)
+        controller.registry.import_module(module, reload=verb == "RELOAD_MODULE")
+    except ProgramError:
+        raise
+    except Exception as problem:  # the user's module failed to import: the old code keeps running
+        return failure(verb, f"cannot import '{module}': {type(problem).__name__}: {problem}")
+    rebuilt = []
+    if verb == "RELOAD_MODULE":
+        rebuilt = _rebind(controller, module)
+    point = controller.point(node)
+    controller.record(None, verb, payload, point)
+    message = f"imported {module}" + (f"; rebuilt {', '.join(rebuilt)}" if rebuilt else "")
+    return Reply(True, verb, message, controller.version, point=point)
+
+
+def _rebind(controller: Controller, module: str) -> list[str]:
+    """Rebuild the nodes whose command class a reloaded module defines, keeping their state."""
+    interpreter = controller.interpreter
+    names = [name for name, cmd in interpreter.commands.items() if type(cmd).__module__ == module]
+    states = {name: interpreter.commands[name].state_dict() for name in names}
+    interpreter.install(interpreter.plan, rebuild=names)
+    for name in names:
+        interpreter.commands[name].load_state_dict(states[name])
+    return names
+
+
+def add_command_module(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    return import_module(controller, payload, node, verb="ADD_COMMAND_MODULE")
+
+
+def reload_module(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    return import_module(controller, payload, node, verb="RELOAD_MODULE")
+
+
+def load(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``LOAD path.yaml``: add the DEFINE entries of another command file."""
+    path = Path(payload.strip())
+    if not path.is_absolute() and controller.workspace is not None:
+        path = controller.workspace / path
+    program_file = load_program_file(path)
+    controller.definitions.update(program_file.definitions)
+    controller.sources[program_file.source.name] = program_file.source
+    return Reply(
+        True,
+        "LOAD",
+        f"{len(program_file.definitions)} definitions from {payload.strip()}",
+        controller.version,
+        point=controller.point(node),
+        data=sorted(program_file.definitions),
+    )
+
+
+# ---- views --------------------------------------------------------------------------
+
+
+def status(controller: Controller, payload: str = "") -> Reply:
+    interpreter = controller.interpreter
+    container = interpreter.context.container
+    data = {
+        "version": controller.version,
+        "paused": controller.paused,
+        "position": interpreter.position(),
+        "tree": plan_tree(interpreter.plan, interpreter.states),
+        "last_loss": getattr(container, "last_loss", None),
+        "metrics": dict(getattr(container, "metrics", {}) or {}),
+    }
+    return Reply(True, "STATUS", data["tree"], controller.version, data=data)
+
+
+def dot(controller: Controller, payload: str = "") -> Reply:
+    text = to_dot(controller.interpreter.plan)
+    return Reply(True, "DOT", text, controller.version, data=text)
+
+
+def ping(controller: Controller, payload: str = "") -> Reply:
+    return Reply(True, "PING", "pong", controller.version)
+
+
+VERBS = {
+    "ADD": add,
+    "DEFAULT": default,
+    "APPLY": apply_program,
+    "REMOVE": remove,
+    "PATCH": patch,
+    "UNDO": undo,
+    "SET": set_value,
+    "EXPORT": export,
+    "PAUSE": pause,
+    "RESUME": resume,
+    "STOP": stop,
+    "CHECKPOINT": checkpoint,
+    "IMPORT_MODULE": import_module,
+    "ADD_COMMAND_MODULE": add_command_module,
+    "RELOAD_MODULE": reload_module,
+    "LOAD": load,
+}
+IMMEDIATE_VERBS = {"STATUS": status, "DOT": dot, "DIFF": diff_program, "PING": ping}
+
+
+def replay(controller: Controller, entry: dict, node: PlanNode) -> Reply:
+    """Re-apply a journal entry: plan changes by their recorded edit script, actions by their text."""
+    if entry.get("diff"):
+        script = editscript.script_from_data(entry["diff"])
+        return controller.commit(entry["verb"], entry.get("text", ""), script, node)
+    return VERBS[entry["verb"]](controller, entry.get("text", ""), node)
