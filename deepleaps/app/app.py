@@ -31,7 +31,7 @@ from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.server import ControlServer, ServerSettings
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import error
-from deepleaps.lang.programfile import ProgramFile, load_program_file
+from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded
 from deepleaps.runtime import Interpreter, NodeFailed, RunStopped
 from deepleaps.train.checkpoint import CheckpointStore, set_rng_state
 
@@ -83,13 +83,12 @@ class App:
         self.config_path = config if config.is_absolute() else self.workspace / config
         if str(self.workspace) not in sys.path:
             sys.path.insert(0, str(self.workspace))
-        self.program_file = load_program_file(self.config_path)
+        roots = (self.workspace, self.config_path.parent)
+        self.program_file = merge_loaded(load_program_file(self.config_path), roots)
         self.settings = RunSettings.from_file(self.program_file, **overrides)
         self.registry = REGISTRY
         self._import_modules()
-        self.compiled: Compiled = compile_file(
-            self.program_file, registry=self.registry, roots=(self.workspace, self.config_path.parent)
-        )
+        self.compiled: Compiled = compile_file(self.program_file, registry=self.registry, roots=roots)
         for warning in self.compiled.warnings:
             log.warning("%s", warning)
         self.experiment: Experiment | None = None
@@ -164,7 +163,7 @@ class App:
             self.compiled.source,
             registry=self.registry,
             definitions=self.program_file.definitions,
-            sources={self.program_file.source.name: self.program_file.source},
+            sources=self.program_file.sources,
             roots=(self.workspace, self.config_path.parent),
             run_dir=directory,
             journal=Journal(directory / JOURNAL),

@@ -17,7 +17,7 @@ from deepleaps.compiler.plan import Plan
 from deepleaps.compiler.registry import REGISTRY, Registry
 from deepleaps.compiler.resolve import Resolver
 from deepleaps.lang import ProgramError, SourceText, ast, parse
-from deepleaps.lang.programfile import Definition, ProgramFile, load_program_file
+from deepleaps.lang.programfile import Definition, ProgramFile, load_program_file, merge_loaded
 
 
 @attrs.frozen
@@ -79,7 +79,8 @@ def compile_file(
     roots: Sequence[Path] = (),
     disabled_passes: Iterable[str] = (),
 ) -> Compiled:
-    """Compile a YAML command file's DEFAULT programs with its DEFINE entries.
+    """Compile a YAML command file's DEFAULT programs with its DEFINE entries
+    (and those of the files its ``LOAD`` verb names).
 
     Relative ``args`` paths are looked up in ``roots``: by default the current
     directory, then the command file's directory.
@@ -87,11 +88,12 @@ def compile_file(
     if not isinstance(program_file, ProgramFile):
         program_file = load_program_file(program_file)
     roots = tuple(roots) or (Path.cwd(), Path(program_file.path).resolve().parent)
+    program_file = merge_loaded(program_file, roots)
     source = resolve(
         program_file.defaults,
         program_file.definitions,
         registry=registry,
-        sources={program_file.source.name: program_file.source},
+        sources=program_file.sources,
         roots=roots,
     )
     return compile_plan(source, disabled_passes)

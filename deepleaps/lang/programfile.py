@@ -116,6 +116,34 @@ class ProgramFile:
     source: SourceText = attrs.field(repr=False)
     #: The raw program strings of DEFAULT and the program verbs, for ``deepleaps fmt``.
     program_texts: tuple[tuple[str, str, Span], ...] = attrs.field(default=(), repr=False)
+    #: Files whose DEFINE entries ``LOAD`` merged in (see :func:`merge_loaded`).
+    loaded_sources: tuple[SourceText, ...] = attrs.field(default=(), repr=False)
+
+    @property
+    def sources(self) -> dict[str, SourceText]:
+        """Every file this program's definitions come from, by name (for diagnostics)."""
+        return {source.name: source for source in (self.source, *self.loaded_sources)}
+
+
+def merge_loaded(program_file: ProgramFile, roots: Iterable[Path]) -> ProgramFile:
+    """The file with the DEFINE entries of the files its ``LOAD`` verb names merged
+    under its own (its own entries win)."""
+    roots = tuple(roots)
+    definitions: dict[str, Definition] = {}
+    sources = list(program_file.loaded_sources)
+    for call in program_file.verbs:
+        if call.verb != "LOAD":
+            continue
+        candidates = [Path(str(call.argument))] + [Path(root) / str(call.argument) for root in roots]
+        path = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if path is None:
+            message = f"LOAD: no command file '{call.argument}'"
+            raise ProgramError([error(message, call.span, program_file.source)])
+        loaded = merge_loaded(load_program_file(path), roots)
+        definitions.update(loaded.definitions)
+        sources.extend(loaded.sources.values())
+    definitions.update(program_file.definitions)
+    return attrs.evolve(program_file, definitions=definitions, loaded_sources=tuple(sources))
 
 
 @attrs.frozen
