@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 from pathlib import Path
@@ -238,16 +239,28 @@ class LogMetricsCommand(Command):
             "lr": container.optimizer.param_groups[0]["lr"],
             **container.metrics,
         }
-        path = Path(ctx.variables.get("base", ".")) / self.args.file
-        if self._columns is None or set(row) - set(self._columns):
-            self._columns = list(dict.fromkeys([*(self._columns or []), *row]))
-        new_file = not path.exists()
-        with path.open("a", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=self._columns, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
+        self._append(Path(ctx.variables.get("base", ".")) / self.args.file, row)
         self._tensorboard(ctx, row)
+
+    def _append(self, path: Path, row: dict) -> None:
+        """Append ``row``; a column the file lacks (a metric that appears later) rewrites it with a wider header."""
+        if self._columns is None:  # a resumed run appends to the file's own columns
+            with contextlib.suppress(FileNotFoundError), path.open(newline="") as file:
+                self._columns = next(csv.reader(file), [])
+        columns = list(dict.fromkeys([*(self._columns or []), *row]))
+        if path.exists() and columns == self._columns:
+            with path.open("a", newline="") as file:
+                csv.DictWriter(file, fieldnames=columns, extrasaction="ignore").writerow(row)
+            return
+        rows = []
+        if path.exists():
+            with path.open(newline="") as file:
+                rows = list(csv.DictReader(file))
+        with path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows([*rows, row])
+        self._columns = columns
 
     def _tensorboard(self, ctx: Context, row: dict) -> None:
         if not self.args.tensorboard:

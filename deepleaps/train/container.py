@@ -10,7 +10,10 @@ a workspace's ``src/`` plugs in::
     optimizer: {name: Adam, lr: 0.001}          # torch.optim by name
     loss: {name: CrossEntropyLoss}              # torch.nn by name, or class path
     data:
-      train: {dataset: {class: ..., args: {...}}, loader: {batch_size: 32, shuffle: true}}
+      train:
+        dataset: {class: ..., args: {...}}
+        transform: [{name: RandomHorizontalFlip}]   # deepleaps.train.transforms, or class paths
+        loader: {batch_size: 32, shuffle: true, num_workers: 0}
       valid: {...}
 
 Any value may instead be the path of a YAML file holding it.
@@ -29,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 from deepleaps.lang.programfile import load_yaml
+from deepleaps.train import transforms
 
 
 class ConfigError(ProgramError):
@@ -143,7 +147,15 @@ class TrainerContainer:
         cached = self._loaders.get(name)
         if cached is not None and getattr(cached, "_deepleaps_settings", None) == settings:
             return cached
-        dataset = build(self.data_config[name]["dataset"], self.root)
+        entry = self.data_config[name]
+        extra = {}
+        if entry.get("transform"):
+            steps = expand(entry["transform"], self.root)
+            steps = steps if isinstance(steps, list) else [steps]
+            extra["transform"] = transforms.Compose(
+                [build(step, self.root, default_module=transforms) for step in steps]
+            )
+        dataset = build(entry["dataset"], self.root, **extra)
         loader = DataLoader(dataset, **settings)
         loader._deepleaps_settings = settings
         self._loaders[name] = loader

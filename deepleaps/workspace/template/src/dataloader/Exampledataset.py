@@ -13,8 +13,9 @@ CLASSES = ("circle", "square", "triangle")
 
 
 class ExampleDataset(Dataset):
-    def __init__(self, root: str = "exampleDataset", split: str = "train"):
+    def __init__(self, root: str = "exampleDataset", split: str = "train", transform=None):
         self.root = Path(root)
+        self.transform = transform
         with open(self.root / "labels.csv", newline="") as file:
             rows = [row for row in csv.DictReader(file) if row["split"] == split]
         if not rows:
@@ -27,4 +28,7 @@ class ExampleDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return self.images[index], torch.tensor(self.labels[index])
+        image = self.images[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, torch.tensor(self.labels[index])
