@@ -75,7 +75,8 @@ SAMPLES = {
     "quotes": (
         '$root( *Print[content="say \\"hi\\" [x] {y} <z> |w| \\\\ end \\\\"] -> '
         '*Print[content="tab\\there\\nnew line \\u00e9 \\u0001"] -> '
-        '*Print[content=["a\\"b", 1e-3, true, null, $v, [1, 2]]] -> *Graph[repeat=2] )'
+        '*Print[content=["a\\"b", 1e-3, true, null, $v, [1, 2]]] -> '
+        '*Set[key="m", value={lr=1e-3, "odd \\"key\\""=[1]}] -> *Graph[repeat=2] )'
     ),
     "flattened_and_unreachable": (
         '$root( *Print[content="a"] -> *Graph( *Print -> *Print[repeat=2] ) -> *Print, *Print[repeat=0] )'
@@ -157,6 +158,7 @@ def test_dot_labels_survive_escaping(definitions):
     assert 'content="say \\"hi\\" [x] {y} <z> |w| \\\\ end \\\\"' in texts
     assert 'content="tab\\there\\nnew line é \\u0001"' in texts
     assert 'content=["a\\"b", 0.001, true, null, $v, [1, 2]]' in texts
+    assert 'value={lr=0.001, "odd \\"key\\""=[1]}' in texts
 
 
 def test_dot_labels_name_class_options_and_order(definitions):
@@ -293,5 +295,6 @@ def test_tree_with_counters(definitions):
 
 def test_format_value():
     assert format_value("x" * 50) == '"' + "x" * 38 + "…"
-    assert format_value({"a": [1, None]}, width=None) == "{a: [1, null]}"
+    mapping = {"a": [1, None], "odd key": {"true": 1.0}}
+    assert format_value(mapping, width=None) == '{a=[1, null], "odd key"={"true"=1.0}}'
     assert format_value(Variable("latest.id")) == "$latest.id"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ SCHEMA = "deepleaps.plan/1"
 
 #: The longest argument value shown in full in a label; longer ones end in "…".
 VALUE_WIDTH = 40
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Counters(Protocol):
@@ -65,7 +67,7 @@ def node_options(node: PlanNode) -> list[str]:
 
 def format_value(value: Any, width: int | None = VALUE_WIDTH) -> str:
     """An argument value written the way the language writes it (``"text"``, ``1e-3``,
-    ``true``, ``null``, ``$var``, ``[…]``; mappings from YAML as ``{key: value}``),
+    ``true``, ``null``, ``$var``, ``[…]``, ``{key=value}``),
     cut to ``width`` characters."""
     text = _literal(value)
     if width is not None and len(text) > width:
@@ -87,8 +89,15 @@ def _literal(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_literal(item) for item in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{key}: {_literal(item)}" for key, item in value.items()) + "}"
+        return "{" + ", ".join(f"{_key(str(key))}={_literal(item)}" for key, item in value.items()) + "}"
     return str(value)
+
+
+def _key(name: str) -> str:
+    """A mapping key as the language writes it: bare when it is a name, else a string."""
+    if _NAME.fullmatch(name) and name not in ("true", "false", "null"):
+        return name
+    return json.dumps(name, ensure_ascii=False)
 
 
 def ordered_children(plan: Plan, node: PlanNode) -> tuple[str, ...]:
