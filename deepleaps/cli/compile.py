@@ -13,7 +13,11 @@ from pathlib import Path
 import click
 
 from deepleaps.cli.common import is_yaml, reporting
+from deepleaps.compiler import REGISTRY, Compiled, compile_file, compile_source
+from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.passes import PASSES
+from deepleaps.compiler.registry import Registry
+from deepleaps.compiler.views import plan_to_data, plan_tree
 from deepleaps.lang import ProgramError
 from deepleaps.lang.diagnostics import Diagnostic, decode_utf8, error
 from deepleaps.lang.programfile import ProgramFile, load_program_file
@@ -105,9 +109,6 @@ def compile_command(
     for warning in compiled.warnings:
         click.echo(warning, err=True)
 
-    from deepleaps.compiler.dot import to_dot
-    from deepleaps.compiler.views import plan_to_data, plan_tree
-
     plan = compiled.plan
     if pictures:
         _write(output, _draw(to_dot(plan, title=file), pictures[0][2:]))
@@ -121,7 +122,7 @@ def compile_command(
         _write(output, plan_tree(plan))
 
 
-def _compile(file: str, yaml_input: bool, define: str | None, disabled: tuple[str, ...]):
+def _compile(file: str, yaml_input: bool, define: str | None, disabled: tuple[str, ...]) -> Compiled:
     """Compile with the built-in commands and the modules the command file imports.
 
     Raises:
@@ -129,7 +130,6 @@ def _compile(file: str, yaml_input: bool, define: str | None, disabled: tuple[st
     """
     import deepleaps.runtime.commands
     import deepleaps.train.commands  # noqa: F401 - the training commands of the seed
-    from deepleaps.compiler import REGISTRY, compile_file, compile_source
 
     registry = REGISTRY.child()
     if yaml_input:
@@ -142,7 +142,11 @@ def _compile(file: str, yaml_input: bool, define: str | None, disabled: tuple[st
     else:
         definitions = load_program_file(define) if define is not None else None
         problems = _import_modules(definitions, registry) if definitions is not None else []
-        text = decode_utf8(Path(file).read_bytes(), file)
+        try:
+            data = Path(file).read_bytes()
+        except OSError as exc:
+            raise _UsageProblem(f"cannot read '{file}': {exc.strerror or exc}") from None
+        text = decode_utf8(data, file)
         try:
             compiled = compile_source(text, file, definitions=definitions, registry=registry, disabled_passes=disabled)
         except ProgramError as error:
@@ -152,7 +156,7 @@ def _compile(file: str, yaml_input: bool, define: str | None, disabled: tuple[st
     return compiled
 
 
-def _import_modules(program_file: ProgramFile, registry) -> list[Diagnostic]:
+def _import_modules(program_file: ProgramFile, registry: Registry) -> list[Diagnostic]:
     """Import the modules named by IMPORT_MODULE and ADD_COMMAND_MODULE, registering
     their command classes; a module that fails to import is a diagnostic at its verb."""
     problems = []
@@ -195,7 +199,7 @@ def _on_path(folder: Path) -> Iterator[None]:
             sys.path.remove(entry)
 
 
-def _explanation(compiled, disabled: tuple[str, ...]) -> str:
+def _explanation(compiled: Compiled, disabled: tuple[str, ...]) -> str:
     passes = ", ".join(name + (" (off)" if name in disabled else "") for name in PASSES)
     lines = [f"passes: {passes}"]
     if not compiled.log:
