@@ -109,6 +109,7 @@ class CheckpointStore:
 
     def save(self, payload: Mapping[str, Any], counters: Mapping[str, Any] | None = None) -> CheckpointRef:
         """Write a checkpoint atomically, then the meta file that names it latest."""
+        self._sweep()
         meta = self.meta()
         number = max((int(entry["id"]) for entry in meta["checkpoints"]), default=0) + 1
         checkpoint_id = f"{number:06d}"
@@ -118,6 +119,12 @@ class CheckpointStore:
         meta = {"latest": checkpoint_id, "checkpoints": [*meta["checkpoints"], entry]}
         atomic_write(self.run_dir / META, lambda file: file.write(json.dumps(meta, indent=1).encode()))
         return CheckpointRef(checkpoint_id, path, entry["counters"])
+
+    def _sweep(self) -> None:
+        """Remove temporary files a killed writer left behind (only this run writes here)."""
+        for folder in (self.folder, self.run_dir):
+            for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+                leftover.unlink(missing_ok=True)
 
     @staticmethod
     def load(ref: CheckpointRef | Path | str, map_location: Any = "cpu") -> dict[str, Any]:

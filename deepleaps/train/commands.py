@@ -119,7 +119,9 @@ def save_checkpoint(ctx: Context, modules: dict[str, Any], store: CheckpointStor
         "program": ctx.variables.get("program_text"),
         "variables": {key: ctx.variables[key] for key in ctx.variables.get("exported", ())},
     }
-    counters = {name: state.counters() for name, state in interpreter.states.items()}
+    # ckp.meta is rewritten at every save: it keeps the counters of graphs only.
+    plan = interpreter.plan
+    counters = {name: state.counters() for name, state in interpreter.states.items() if plan[name].kind.has_children}
     ref = store.save(payload, counters)
     ctx.variables["latest"] = ref
     return ref
