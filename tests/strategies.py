@@ -2,10 +2,11 @@
 
 ``programs()`` generates :class:`deepleaps.lang.ast.Program` values of every
 form the grammar allows: the three node kinds, dotted class names, inline
-arguments with every literal kind, chains, children groups, several
+arguments with every literal kind (lists and mappings nested), chains, children groups, several
 statements and deep nesting. ``program_texts()`` renders such a program as
 source text with random layout (spaces, tabs, newlines where they are free,
-``#`` comments, trailing commas, alternative spellings of literals) using a
+``#`` comments, trailing commas, alternative spellings of literals and of
+mapping keys) using a
 token-level renderer that is independent of the canonical printer.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import string
 
 import attrs
@@ -44,7 +46,7 @@ SPECIAL_NAMES = (
 
 identifiers = st.one_of(
     st.sampled_from(SPECIAL_NAMES),
-    st.builds(lambda first, rest: first + rest, st.sampled_from(_IDENT_START), st.text(_IDENT_REST, max_size=10)),
+    st.builds(lambda first, rest: first + rest, st.sampled_from(_IDENT_START), st.text(_IDENT_REST, max_size=6)),
 )
 """A name matching ``[A-Za-z_][A-Za-z0-9_]*``."""
 
@@ -87,8 +89,8 @@ floats = st.one_of(
 TRICKY_CHARACTERS = '"\\/\n\r\t\b\f\x00\x01\x1f\x7f\x85\u2028\u2029\ufeff#$*->()[],=. é€😀\U0010ffff'
 
 strings = st.one_of(
-    st.text(st.characters(exclude_categories=("Cs",)), max_size=12),
-    st.text(st.sampled_from(TRICKY_CHARACTERS), max_size=12),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=8),
+    st.text(st.sampled_from(TRICKY_CHARACTERS), max_size=8),
 )
 """Any text without surrogates: control characters, quotes, backslashes, astral characters."""
 
@@ -102,17 +104,31 @@ scalars = st.one_of(
 )
 
 
+#: A mapping key: a name, or any string (written in quotes).
+mapping_keys = st.one_of(identifiers, strings)
+
+
+def _mapping(entries) -> ast.Mapping:
+    return ast.Mapping([ast.Argument(key, value) for key, value in entries])
+
+
 @functools.cache
-def values(depth: int = 3) -> st.SearchStrategy[ast.Value]:
-    """A literal; lists nest at most ``depth`` levels of ``[``."""
+def values(depth: int = 2) -> st.SearchStrategy[ast.Value]:
+    """A literal; lists and mappings nest at most ``depth`` levels of ``[`` and ``{``."""
     if depth <= 0:
         return scalars
-    return st.one_of(scalars, st.lists(values(depth - 1), max_size=4).map(ast.List))
+    inner = values(depth - 1)
+    return st.one_of(
+        scalars,
+        st.lists(inner, max_size=3).map(ast.List),
+        st.lists(st.tuples(mapping_keys, inner), max_size=3, unique_by=lambda pair: pair[0]).map(_mapping),
+    )
 
 
 @functools.cache
-def arguments(depth: int = 3) -> st.SearchStrategy[tuple[ast.Argument, ...]]:
-    """Inline arguments with unique names; their list values nest at most ``depth`` deep."""
+def arguments(depth: int = 2) -> st.SearchStrategy[tuple[ast.Argument, ...]]:
+    """Inline arguments with unique names; lists and mappings in their values
+    nest at most ``depth`` deep."""
     pairs = st.lists(st.tuples(identifiers, values(depth)), max_size=3, unique_by=lambda pair: pair[0])
     return pairs.map(lambda items: tuple(ast.Argument(name, value) for name, value in items))
 
@@ -133,11 +149,12 @@ def nodes(depth: int) -> st.SearchStrategy[ast.Node]:
     nest at most ``depth`` levels."""
     if depth <= 0:
         return st.builds(lambda head: ast.Node(*head), heads)
-    children = st.one_of(st.just(()), st.lists(chains(depth - 1), min_size=1, max_size=3))
+    # Mostly leaves, so that a program stays small while some paths nest deep.
+    children = st.one_of(st.just(()), st.just(()), st.lists(chains(depth - 1), min_size=1, max_size=2))
     return st.builds(
         lambda head, args, kids: ast.Node(*head, arguments=args, children=kids),
         heads,
-        st.one_of(st.just(()), arguments(min(depth - 1, 3))),
+        st.one_of(st.just(()), arguments(min(depth - 1, 2))),
         children,
     )
 
@@ -160,18 +177,18 @@ def deep_nodes(draw, levels: int) -> ast.Node:
     node = ast.Node(*head, arguments=[ast.Argument("deep", value)])
     for _ in range(levels):
         kind, name = draw(heads)
-        before = draw(st.lists(chains(1), max_size=1))
-        after = draw(st.lists(chains(1), max_size=1))
+        before = draw(st.lists(chains(0), max_size=1))
+        after = draw(st.lists(chains(0), max_size=1))
         left = draw(st.lists(nodes(0), max_size=1))
         right = draw(st.lists(nodes(0), max_size=1))
-        args = draw(st.one_of(st.just(()), arguments(1)))
+        args = draw(st.one_of(st.just(()), arguments(0)))
         chain = ast.Chain([*left, node, *right])
         node = ast.Node(kind, name, arguments=args, children=[*before, chain, *after])
     return node
 
 
 def nesting(node) -> int:
-    """How many ``(`` and ``[`` the canonical text of ``node`` nests."""
+    """How deep the brackets ``(``, ``[`` and ``{`` of ``node``'s text nest."""
     if isinstance(node, ast.Program):
         return max(nesting(chain) for chain in node.statements)
     if isinstance(node, ast.Chain):
@@ -182,30 +199,45 @@ def nesting(node) -> int:
         return max(inner, default=0)
     if isinstance(node, ast.List):
         return 1 + max((nesting(item) for item in node.items), default=0)
+    if isinstance(node, ast.Mapping):
+        return 1 + max((nesting(entry.value) for entry in node.entries), default=0)
     return 0
 
 
 def programs(depth: int = 5) -> st.SearchStrategy[ast.Program]:
-    """Programs of one to four statements; most nest up to ``depth`` levels,
-    some carry a statement nested between 5 and 24 levels deep."""
+    """Programs of one to three statements; most nest up to ``depth`` levels,
+    some carry a statement nested between 5 and 16 levels deep."""
     assert depth < MAX_NESTING
-    shallow = st.lists(chains(depth), min_size=1, max_size=4)
+    shallow = st.lists(chains(depth), min_size=1, max_size=3)
     deep = st.tuples(
-        st.lists(chains(2), max_size=2),
-        st.integers(5, 24).flatmap(deep_nodes),
-        st.lists(chains(2), max_size=2),
+        st.lists(chains(1), max_size=1),
+        st.integers(5, 16).flatmap(deep_nodes),
+        st.lists(chains(1), max_size=1),
     ).map(lambda parts: [*parts[0], ast.Chain([parts[1]]), *parts[2]])
     return st.one_of(shallow, deep).map(ast.Program)
 
 
 # ---- source text with random layout ---------------------------------------------
 
-#: A comment: '#', any text without a newline, then the newline that ends it.
+#: A comment's text: '#' and anything but a newline (the newline that ends it is layout).
 comments = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\n"), max_size=12).map(
     lambda text: "#" + text
 )
 
-_blanks = st.text(st.sampled_from(" \t"), max_size=3)
+#: Layout between two tokens on one line.
+inline_gaps = st.sampled_from(["", "", " ", "  ", "\t", " \t "])
+
+#: Layout where newlines are free: blanks, line breaks (also CRLF) and comments.
+free_gaps = st.one_of(
+    inline_gaps,
+    st.sampled_from(["\n", "\n\n", "\r\n", " \n\t", "  # note\n", "#\n", '\t# $x -> ( [ " , =\n  ', "\n#a\n#b\n"]),
+    st.lists(
+        st.one_of(inline_gaps, st.sampled_from(["\n", "\r\n"]), comments.map(lambda text: text + "\n")),
+        max_size=4,
+    ).map("".join),
+)
+
+_COMMENT = re.compile(r"#[^\n]*")
 
 
 @attrs.define
@@ -220,25 +252,17 @@ class _Renderer:
 
     def gap(self, *, newline: bool = False) -> None:
         """A gap between tokens; ``newline`` forces a line break (statement end)."""
-        draw = self.draw
-        text = draw(_blanks)
-        pieces = []
-        if newline or self.free:
-            pieces = draw(st.lists(st.one_of(_blanks, st.sampled_from(["\n", "\r\n"]), comments), max_size=3))
-            if newline and not any(piece.startswith(("#", "\n", "\r")) for piece in pieces):
-                pieces.append("\n")
-        for piece in pieces:
-            if piece.startswith("#"):
-                self.comments.append(piece)
-                piece += "\n"
-            text += piece
+        text = self.draw(free_gaps if newline or self.free else inline_gaps)
+        if newline and "\n" not in text:
+            text += "\n"
+        self.comments.extend(_COMMENT.findall(text))
         self.parts.append(text)
 
     def token(self, text: str) -> None:
         self.parts.append(text)
-        if text in ("(", "["):
+        if text in ("(", "[", "{"):
             self.depth += 1
-        elif text in (")", "]"):
+        elif text in (")", "]", "}"):
             self.depth -= 1
         self.free = self.depth > 0 or text == "->"
 
@@ -296,6 +320,16 @@ class _Renderer:
                 self.value(item)
             self.trailing_comma(bool(value.items))
             self.spaced("]")
+        elif isinstance(value, ast.Mapping):
+            self.spaced("{")
+            for index, entry in enumerate(value.entries):
+                if index:
+                    self.spaced(",")
+                self.spaced(self.draw(key_texts(entry.name)))
+                self.spaced("=")
+                self.value(entry.value)
+            self.trailing_comma(bool(value.entries))
+            self.spaced("}")
         else:
             self.spaced(self.draw(literal_texts(value)))
 
@@ -325,6 +359,14 @@ def literal_texts(value: ast.Value) -> st.SearchStrategy[str]:
     if isinstance(value, ast.Variable):
         return st.just("$" + value.name)
     raise TypeError(f"not a scalar literal: {value!r}")
+
+
+def key_texts(key: str) -> st.SearchStrategy[str]:
+    """Every spelling of a mapping key: bare when it is a name, else (or also) quoted."""
+    quoted = literal_texts(ast.String(key))
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        return st.one_of(st.just(key), quoted)
+    return quoted
 
 
 def _string_text(text: str, *, ascii_only: bool, escape_slash: bool) -> str:

@@ -422,8 +422,7 @@ def _describe(error: UnexpectedInput, text: str, position: _Positions) -> Diagno
 
     if state.open_brackets or last is None or last.type == "_NL":
         expected.discard("_NL")  # the lexer always accepts one; here it could not end a statement
-    if not state.open_brackets:
-        expected -= {"RPAR", "RSQB", "COMMA"}  # LALR merges states: nothing is open to close
+    _drop_impossible_closers(expected, state)
     malformed = _malformed_number(text, last, line, column)
     if malformed is not None:
         return position.diagnostic(f"malformed number '{malformed}'", last.line, last.column, len(malformed))
@@ -445,6 +444,11 @@ def _describe(error: UnexpectedInput, text: str, position: _Positions) -> Diagno
         hint = "'$' must be followed directly by a name, as in $NAME"
     if unexpected is None and char == "*" and _NODE_TERMINALS & expected:
         hint = "'*' must be followed directly by a class name, as in *Class"
+    opener = state.open_brackets[-1] if state.open_brackets else None
+    if unexpected is not None and unexpected.type in _CLOSERS and opener and opener.type != _CLOSERS[unexpected.type]:
+        hint = f"the '{opener}' at line {opener.line}, column {opener.column} is still open"
+    if unexpected is not None and unexpected.type == "COMMA" and not state.open_brackets:
+        hint = "',' separates chains inside a group, as in $G( $A, $B ); a statement is one chain"
     if last is not None and last.type == "_NL":
         hint = "a statement ends at the end of its line; wrap it in ( ) or end the line with '->'"
     width = len(str(unexpected)) if unexpected is not None and unexpected.type != "_NL" else 1
@@ -457,6 +461,7 @@ def _unexpected_end(text: str, expected: set, last: Token | None, state: _ParseS
     else:
         line = text.count("\n") + 1
         column = len(text) - (text.rfind("\n") + 1) + 1
+    _drop_impossible_closers(expected, state)
     hint = None
     if state.open_brackets:
         opener = state.open_brackets[-1]
@@ -464,6 +469,15 @@ def _unexpected_end(text: str, expected: set, last: Token | None, state: _ParseS
     if last is not None and last.type == "_ARROW":
         return position.diagnostic("'->' with nothing after it: expected a node", last.line, last.column, 2, hint)
     return position.diagnostic(f"unexpected end of input; expected {_expected_words(expected)}", line, column, 1, hint)
+
+
+def _drop_impossible_closers(expected: set, state: _ParseState) -> None:
+    """LALR merges states, so Lark may list closers nothing open would match:
+    only the innermost open bracket's closer (and ',' inside one) can come next."""
+    innermost = state.open_brackets[-1].type if state.open_brackets else None
+    expected -= {closer for closer, opener in _CLOSERS.items() if opener != innermost}
+    if innermost is None:
+        expected.discard("COMMA")
 
 
 def _is_open(state: _ParseState, closer: str) -> bool:
