@@ -124,10 +124,14 @@ class Plan:
         after = [target for source, target in parent.edges if source == name]
         edges = [edge for edge in parent.edges if name not in edge]
         edges += [(source, target) for source in before for target in after if (source, target) not in edges]
-        changed = [attrs.evolve(parent, children=tuple(c for c in parent.children if c != name), edges=tuple(edges))]
+        joined = attrs.evolve(parent, children=tuple(c for c in parent.children if c != name), edges=tuple(edges))
+        changed = []
         for graph in self.nodes.values():
+            if graph.name in gone:
+                continue
             if graph.name == parent.name:
-                graph = changed.pop()
+                graph = joined
+            # The parent's schedule, and those of graphs it was inlined into, name the removed nodes.
             if graph.kind.has_children and gone & {*graph.prologue, *(graph.schedule or ()), *graph.inlined_from}:
                 graph = attrs.evolve(
                     graph,
@@ -135,7 +139,7 @@ class Plan:
                     schedule=None if graph.schedule is None else tuple(c for c in graph.schedule if c not in gone),
                     inlined_from={c: g for c, g in graph.inlined_from.items() if c not in gone},
                 )
-            if graph.name == parent.name or graph is not self.nodes[graph.name]:
+            if graph is not self.nodes[graph.name]:
                 changed.append(graph)
         return self.replace(*changed, removed=tuple(gone))
 

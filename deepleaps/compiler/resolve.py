@@ -162,6 +162,7 @@ class Resolver:
 
     def _node(self, node: ast.Node, parent: _Draft) -> str | None:
         """Resolve one node reference under ``parent``; its name, or None after an error."""
+        created = node.kind is not ast.NodeKind.INSTANCE or node.name not in self.drafts
         if node.kind is ast.NodeKind.INSTANCE:
             draft = self._instance(node, parent)
         elif node.kind is ast.NodeKind.DEFINE:
@@ -183,6 +184,8 @@ class Resolver:
             self._recover(node, parent)
             return None
         self._apply_inline(draft, node)
+        if created:  # required arguments may come from DEFINE or be written inline
+            self._check_required(draft, node.span)
         self._children(draft, node)
         return draft.name
 
@@ -248,7 +251,6 @@ class Resolver:
                 values[key] = (value, definition.span_of(key))
         for key, (value, value_span) in values.items():
             self._set(draft, key, _variables(value), value_span)
-        self._check_required(draft, span)
         return draft
 
     def _load_args(self, args: ArgsFile) -> dict | None:

@@ -39,10 +39,11 @@ class PassLog:
 def _registry() -> dict[str, Pass]:
     from deepleaps.compiler.passes import flatten, guards, prologue, schedule, unreachable
 
+    # The schedule comes first: removing a node later keeps its siblings' order as it is.
     return {
+        "schedule": schedule.run,
         "unreachable": unreachable.run,
         "guards": guards.run,
-        "schedule": schedule.run,
         "prologue": prologue.run,
         "flatten": flatten.run,
     }
