@@ -240,7 +240,18 @@ class App:
             if hasattr(self, "_handler"):
                 logging.getLogger("deepleaps").removeHandler(self._handler)
                 self._handler.close()
-        return EXIT_INTERRUPTED if interrupted.is_set() else EXIT_OK
+        if interrupted.is_set():
+            return EXIT_INTERRUPTED
+        missed = self.controller.unreplayed() if self.controller is not None else []
+        if missed:
+            first, point = missed[0], missed[0]["point"]
+            message = (
+                f"{len(missed)} journal entries were not replayed: the run never reached the point of entry "
+                f"{first.get('id')} ({first.get('verb')} at {point.get('node')} {point.get('counters')})"
+            )
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
 
     def _shutdown(self) -> None:
         if self.controller is not None:

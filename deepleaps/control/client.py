@@ -48,14 +48,15 @@ class Client:
         self._socket: socket.socket | None = None
 
     def connect(self) -> Client:
+        if self.token is None:
+            raise ControlError("no token: give one, or run in the workspace of the training")
         try:
             self._socket = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as problem:
             raise ControlError(f"cannot reach the training at {self.host}:{self.port}: {problem}") from None
-        if self.token is None:
-            raise ControlError("no token: give one, or run in the workspace of the training")
         reply = self.send("HELLO", self.token)
         if not reply.get("ok"):
+            self.close()
             raise ControlError(reply.get("message", "HELLO refused"))
         return self
 

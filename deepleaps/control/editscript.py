@@ -165,12 +165,15 @@ def _without_argument(node: PlanNode, key: str) -> PlanNode:
 def diff(old: Plan, new: Plan, base_version: int | None = None) -> EditScript:
     """The operations that turn source plan ``old`` into ``new``."""
     moved = {name for name in old.nodes.keys() & new.nodes.keys() if old[name].parent != new[name].parent}
+    # A moved node takes what is below it along: all of it is removed and added again.
+    moved |= {below.name for name in moved for below in old.walk(name)} & new.nodes.keys()
     removed = (old.nodes.keys() - new.nodes.keys()) | moved
     added = (new.nodes.keys() - old.nodes.keys()) | moved
     operations: list[Operation] = []
+    kept = {name: _kept_edges(old[name], new[name]) for name in old.nodes.keys() - removed}
     for graph in old.nodes.values():
         for source, target in graph.edges:
-            if graph.name in removed or graph.name not in new or (source, target) not in new[graph.name].edges:
+            if (source, target) not in kept.get(graph.name, ()):
                 operations.append(RemoveEdge(graph.name, source, target))
     for node in reversed(list(old.walk())):  # children before parents
         if node.name in removed:
@@ -195,13 +198,24 @@ def diff(old: Plan, new: Plan, base_version: int | None = None) -> EditScript:
             )
     for graph in new.nodes.values():
         for source, target in graph.edges:
-            if graph.name in added or (source, target) not in old[graph.name].edges:
+            if (source, target) not in kept.get(graph.name, ()):
                 operations.append(AddEdge(graph.name, source, target))
     result = apply(old, operations)
     for graph in new.nodes.values():
         if graph.kind.has_children and result[graph.name].children != graph.children:
             operations.append(ReorderChildren(graph.name, graph.children))
     return EditScript(operations, base_version)
+
+
+def _kept_edges(before: PlanNode, after: PlanNode) -> tuple[tuple[str, str], ...]:
+    """The edges of a graph that a diff leaves in place: the longest start of ``after``'s edges
+    that ``before``'s edges begin with once those ``after`` lacks are taken out. The others are
+    removed and added (again), so that the edges end up in ``after``'s order."""
+    staying = [edge for edge in before.edges if edge in after.edges]
+    count = 0
+    while count < len(staying) and staying[count] == after.edges[count]:
+        count += 1
+    return tuple(staying[:count])
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -290,7 +304,9 @@ def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
             kind = Kind(operation.kind)
             if node.children and not kind.has_children:
                 raise ScriptError(f"'{node.name}' has children; class {operation.command} is a leaf")
-            nodes[node.name] = attrs.evolve(node, command=operation.command, kind=kind)
+            # A repeat at the old kind's default becomes the new kind's default, as diff assumes.
+            repeat = _default_repeat(kind) if node.repeat == _default_repeat(node.kind) else node.repeat
+            nodes[node.name] = attrs.evolve(node, command=operation.command, kind=kind, repeat=repeat)
         elif isinstance(operation, ReorderChildren):
             graph = need(operation.graph)
             if sorted(graph.children) != sorted(operation.children):

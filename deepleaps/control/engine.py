@@ -241,16 +241,21 @@ class Controller:
         self.write_monitor()
         return Reply(True, verb, "applied", self.version, patch_id, tuple(script.summary()), data, point)
 
-    def record(self, patch_id: int | None, verb: str, text: str, point: dict, script: dict | None = None) -> None:
-        """A journal line for an applied change (plan patch or runtime action)."""
-        if self.journal is None:
-            return
+    def record(self, patch_id: int | None, verb: str, text: str, point: dict, script: dict | None = None) -> int:
+        """A journal line for an applied change (plan patch or runtime action); its patch id."""
         if patch_id is None:
             patch_id = self._next_patch_id
             self._next_patch_id += 1
+        if self.journal is None:
+            return patch_id
         self.journal.write(
             {"id": patch_id, "verb": verb, "text": text, "diff": script, "point": point, "version": self.version}
         )
+        return patch_id
+
+    def unreplayed(self) -> list[dict]:
+        """The journal entries being replayed whose point the run has not reached (yet)."""
+        return list(self._replay)
 
     def _replay_due(self, node: PlanNode) -> None:
         """Re-apply journal entries whose point is this safe point."""
@@ -258,7 +263,8 @@ class Controller:
         while self._replay:
             entry = self._replay[0]
             point = entry["point"]
-            if point["node"] != node.name or point["counters"]["total_step"] != state.total_step:
+            # All the counters: a loader's last step of an epoch and the next epoch's start share total_step.
+            if point["node"] != node.name or point["counters"] != state.counters():
                 return
             self._replay.popleft()
             from deepleaps.control import verbs

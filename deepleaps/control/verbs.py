@@ -151,8 +151,8 @@ def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
             _set_optimizer(container, rest, value) if head == "optimizer" else _set_attribute(container, rest, value)
         )
         point = controller.point(node)
-        controller.record(None, "SET", payload, point)
-        return Reply(True, "SET", changed, controller.version, point=point)
+        patch_id = controller.record(None, "SET", payload, point)
+        return Reply(True, "SET", changed, controller.version, patch_id, point=point)
     if head not in controller.source:
         hint = did_you_mean(head, [*controller.source.nodes, "optimizer", "main"])
         raise ProgramError([Diagnostic(f"SET: no node or object '{head}'", hint=hint)])
@@ -203,8 +203,8 @@ def export(controller: Controller, payload: str, node: PlanNode) -> Reply:
     if name not in exported:
         exported.append(name)
     point = controller.point(node)
-    controller.record(None, "EXPORT", payload, point)
-    return Reply(True, "EXPORT", f"${name} = {value!r}", controller.version, point=point)
+    patch_id = controller.record(None, "EXPORT", payload, point)
+    return Reply(True, "EXPORT", f"${name} = {value!r}", controller.version, patch_id, point=point)
 
 
 def pause(controller: Controller, payload: str, node: PlanNode) -> Reply:
@@ -251,8 +251,8 @@ def stop(controller: Controller, payload: str, node: PlanNode) -> Reply:
     controller.paused = False
     controller.interpreter.request_stop()
     point = controller.point(node)
-    controller.record(None, "STOP", payload, point)
-    return Reply(True, "STOP", message, controller.version, point=point)
+    patch_id = controller.record(None, "STOP", payload, point)
+    return Reply(True, "STOP", message, controller.version, patch_id, point=point)
 
 
 # ---- code ---------------------------------------------------------------------------
@@ -283,9 +283,9 @@ def import_module(controller: Controller, payload: str, node: PlanNode, verb: st
     if verb == "RELOAD_MODULE":
         rebuilt = _rebind(controller, module)
     point = controller.point(node)
-    controller.record(None, verb, payload, point)
+    patch_id = controller.record(None, verb, payload, point)
     message = f"imported {module}" + (f"; rebuilt {', '.join(rebuilt)}" if rebuilt else "")
-    return Reply(True, verb, message, controller.version, point=point)
+    return Reply(True, verb, message, controller.version, patch_id, point=point)
 
 
 def _rebind(controller: Controller, module: str) -> list[str]:
