@@ -12,8 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from recording import RECORDING
+from test_compiler_semantics import program_text, programs
 
 from deepleaps.compiler import Compiled, OnError, Plan, compile_source
 from deepleaps.lang import Variable
@@ -139,3 +143,52 @@ def test_without_a_child_of_an_inlined_graph_updates_both_schedules():
     assert smaller["Graph"].schedule == ("Rec", "Rec_2")
     assert smaller["root"].schedule == ("Rec", "Rec_2")
     assert dict(smaller["root"].inlined_from) == {"Rec": "Graph", "Rec_2": "Graph"}
+
+
+def _without_one(plan: Plan, name: str) -> Plan:
+    """Plan.without for one node, written the simple way: the reference for the fast one."""
+    gone = {descendant.name for descendant in plan.walk(name)}
+    parent = plan[plan[name].parent]
+    before = [source for source, target in parent.edges if target == name]
+    after = [target for source, target in parent.edges if source == name]
+    edges = [edge for edge in parent.edges if name not in edge]
+    edges += [(source, target) for source in before for target in after if (source, target) not in edges]
+    nodes = {}
+    for graph in plan.nodes.values():
+        if graph.name in gone:
+            continue
+        if graph is parent:
+            graph = attrs.evolve(graph, children=tuple(c for c in graph.children if c != name), edges=tuple(edges))
+        if graph.kind.has_children:
+            graph = attrs.evolve(
+                graph,
+                prologue=tuple(c for c in graph.prologue if c not in gone),
+                schedule=None if graph.schedule is None else tuple(c for c in graph.schedule if c not in gone),
+                inlined_from={c: g for c, g in graph.inlined_from.items() if c not in gone},
+            )
+        nodes[graph.name] = graph
+    return attrs.evolve(plan, nodes=nodes)
+
+
+def _same(left: Plan, right: Plan) -> bool:
+    """Equal, with the same order of nodes, edges and inlined children."""
+    order = [(name, node.edges, tuple(node.inlined_from)) for name, node in left.nodes.items()]
+    return left == right and order == [
+        (name, node.edges, tuple(node.inlined_from)) for name, node in right.nodes.items()
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(programs, st.booleans(), st.randoms(use_true_random=False))
+def test_without_several_nodes_is_removing_them_one_after_the_other(program, optimised, random):
+    compiled = compile_source(program_text(program), registry=RECORDING)
+    plan = compiled.plan if optimised else compiled.source
+    candidates = [name for name in plan.nodes if name != plan.root]
+    names = random.sample(candidates, random.randint(0, len(candidates)))
+    expected = plan
+    removed = []
+    for name in names:
+        if name in expected:
+            expected = _without_one(expected, name)
+            removed.append(name)
+    assert _same(plan.without(*removed), expected)

@@ -115,33 +115,39 @@ class Plan:
         nodes.update((node.name, node) for node in changed)
         return attrs.evolve(self, nodes=nodes)
 
-    def without(self, name: str) -> Plan:
-        """Take ``name`` and everything below it out, joining its predecessors to its successors."""
-        node = self.nodes[name]
-        gone = {descendant.name for descendant in self.walk(name)}
-        parent = self.nodes[node.parent]
-        before = [source for source, target in parent.edges if target == name]
-        after = [target for source, target in parent.edges if source == name]
-        edges = [edge for edge in parent.edges if name not in edge]
-        edges += [(source, target) for source in before for target in after if (source, target) not in edges]
-        joined = attrs.evolve(parent, children=tuple(c for c in parent.children if c != name), edges=tuple(edges))
-        changed = []
-        for graph in self.nodes.values():
-            if graph.name in gone:
-                continue
-            if graph.name == parent.name:
-                graph = joined
-            # The parent's schedule, and those of graphs it was inlined into, name the removed nodes.
+    def without(self, *names: str) -> Plan:
+        """Take each of ``names`` and everything below it out, in turn, joining each
+        one's predecessors to its successors. Linear in the size of the plan, however
+        many nodes go (the unreachable pass removes many at once)."""
+        nodes = dict(self.nodes)
+        gone: set[str] = set()
+        graphs: dict[str, _Joiner] = {}  # parents that lose children, by name
+        for name in names:
+            node = self.nodes[name]
+            if name in gone:
+                raise KeyError(name)
+            stack = [name]
+            while stack:
+                descendant = stack.pop()
+                gone.add(descendant)
+                del nodes[descendant]
+                stack.extend(child for child in self.nodes[descendant].children if child not in gone)
+            if node.parent not in graphs:
+                graphs[node.parent] = _Joiner(self.nodes[node.parent])
+            graphs[node.parent].remove(name)
+        for parent, joiner in graphs.items():
+            if parent not in gone:
+                nodes[parent] = attrs.evolve(nodes[parent], children=tuple(joiner.children), edges=tuple(joiner.edges))
+        for graph in list(nodes.values()):
+            # The parents' schedules, and those of graphs they were inlined into, name the removed nodes.
             if graph.kind.has_children and gone & {*graph.prologue, *(graph.schedule or ()), *graph.inlined_from}:
-                graph = attrs.evolve(
+                nodes[graph.name] = attrs.evolve(
                     graph,
                     prologue=tuple(c for c in graph.prologue if c not in gone),
                     schedule=None if graph.schedule is None else tuple(c for c in graph.schedule if c not in gone),
                     inlined_from={c: g for c, g in graph.inlined_from.items() if c not in gone},
                 )
-            if graph is not self.nodes[graph.name]:
-                changed.append(graph)
-        return self.replace(*changed, removed=tuple(gone))
+        return attrs.evolve(self, nodes=nodes)
 
     def walk(self, start: str | None = None) -> Iterator[PlanNode]:
         """Nodes depth first from ``start`` (the root), children in order of appearance."""
@@ -163,6 +169,35 @@ class Plan:
         schedule, or (in an unoptimised plan) the topological order."""
         node = self.nodes[graph]
         return node.schedule if node.schedule is not None else topological_order(node)
+
+
+class _Joiner:
+    """A graph's children and ``->`` edges while children are removed one after the
+    other, each one's predecessors joined to its successors. Dicts keep the order
+    of appearance: the edges left in theirs, the joined ones after them."""
+
+    def __init__(self, graph: PlanNode):
+        self.children = dict.fromkeys(graph.children)
+        self.edges = dict.fromkeys(graph.edges)
+        self.before: dict[str, dict[str, None]] = {child: {} for child in graph.children}
+        self.after: dict[str, dict[str, None]] = {child: {} for child in graph.children}
+        for source, target in graph.edges:
+            self.after[source][target] = None
+            self.before[target][source] = None
+
+    def remove(self, name: str) -> None:
+        del self.children[name]
+        before, after = self.before.pop(name), self.after.pop(name)
+        for source in before:
+            del self.edges[source, name], self.after[source][name]
+        for target in after:
+            del self.edges[name, target], self.before[target][name]
+        for source in before:
+            for target in after:
+                if (source, target) not in self.edges:
+                    self.edges[source, target] = None
+                    self.after[source][target] = None
+                    self.before[target][source] = None
 
 
 def topological_order(node: PlanNode) -> tuple[str, ...]:

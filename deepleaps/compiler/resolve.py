@@ -41,8 +41,9 @@ class _Draft:
     options: dict[str, Any]
     parent: str | None
     span: Span | None
-    children: list[str] = attrs.Factory(list)
-    edges: list[tuple[str, str]] = attrs.Factory(list)
+    #: Children and ``->`` edges in order of appearance (dicts as ordered sets).
+    children: dict[str, None] = attrs.Factory(dict)
+    edges: dict[tuple[str, str], None] = attrs.Factory(dict)
 
 
 class Resolver:
@@ -68,6 +69,8 @@ class Resolver:
         self.drafts: dict[str, _Draft] = {}
         self.edge_spans: dict[tuple[str, str, str], Span | None] = {}
         self._args_cache: dict[str, dict] = {}
+        #: Per base name, the index below which every ``NAME_i`` is taken (see _fresh).
+        self._fresh_from: dict[str, int] = {}
         if base is not None:
             self._load_base(base)
         else:
@@ -140,6 +143,7 @@ class Resolver:
         self._group(stand_in, node.children)
         for name in set(self.drafts) - before:
             del self.drafts[name]
+        self._fresh_from.clear()  # names are free again
 
     def _group(self, graph: _Draft, chains: Iterable[ast.Chain]) -> None:
         for chain in chains:
@@ -149,14 +153,13 @@ class Resolver:
                 if name is None:
                     previous = None
                     continue
-                if name not in graph.children:
-                    graph.children.append(name)
+                graph.children[name] = None
                 if previous is not None:
                     edge = (previous, name)
                     if edge in graph.edges:
                         self._fail(f"duplicate edge {previous} -> {name} in '{graph.name}'", node.span)
                     else:
-                        graph.edges.append(edge)
+                        graph.edges[edge] = None
                         self.edge_spans[(graph.name, *edge)] = node.span
                 previous = name
 
@@ -211,11 +214,13 @@ class Resolver:
         return self._from_definition(name, definition, parent, node.span)
 
     def _fresh(self, base: str) -> str:
+        """``base``, else ``base_i`` with the lowest free i."""
         if base not in self.drafts:
             return base
-        index = 1
+        index = self._fresh_from.get(base, 1)
         while f"{base}_{index}" in self.drafts:
             index += 1
+        self._fresh_from[base] = index  # the caller may still fail to create it
         return f"{base}_{index}"
 
     # ---- definitions and arguments ---------------------------------------------
@@ -329,7 +334,7 @@ class Resolver:
             if node.run_cycle is not None:
                 options["run_cycle"] = node.run_cycle
             draft = _Draft(node.name, spec, dict(node.args), options, node.parent, node.span)
-            draft.children, draft.edges = list(node.children), list(node.edges)
+            draft.children, draft.edges = dict.fromkeys(node.children), dict.fromkeys(node.edges)
             self.drafts[node.name] = draft
 
     def _unknown(self, node: ast.Node, what: str, candidates: Iterable[str]) -> None:

@@ -40,16 +40,30 @@ def _inlinable(plan: Plan, node: PlanNode, watched: set[str]) -> bool:
 
 def run(plan: Plan) -> PassResult:
     watched = {node.run_cycle.node for node in plan.nodes.values() if node.run_cycle is not None}
+    scheduled = {
+        child for graph in plan.nodes.values() for child in graph.schedule or () if plan[child].parent == graph.name
+    }
+    flattened: dict[str, PlanNode] = {}  # graphs with inlined children spliced into their schedule
+    inlined: set[str] = set()
     changes = []
     # Innermost first, so a graph takes the already flattened schedules of the graphs inside it.
-    for name in reversed([node.name for node in plan.walk()]):
-        node = plan[name]
-        if not _inlinable(plan, node, watched) or name not in plan[node.parent].schedule:
-            continue
-        parent = plan[node.parent]
-        index = parent.schedule.index(name)
-        schedule = parent.schedule[:index] + node.schedule + parent.schedule[index + 1 :]
-        inlined = {**parent.inlined_from, **dict.fromkeys(node.schedule, name), **node.inlined_from}
-        plan = plan.replace(attrs.evolve(parent, schedule=schedule, inlined_from=inlined))
-        changes.append(f"{name}: inlined into {parent.name} ({', '.join(node.schedule) or 'empty'})")
-    return PassResult(plan, tuple(changes))
+    for node in reversed(list(plan.walk())):
+        if node.schedule is not None and inlined.intersection(node.children):
+            spliced = {child: flattened.get(child) or plan[child] for child in node.children if child in inlined}
+            node = flattened[node.name] = _splice(node, spliced)
+        if node.name in scheduled and _inlinable(plan, node, watched):
+            inlined.add(node.name)
+            changes.append(f"{node.name}: inlined into {node.parent} ({', '.join(node.schedule) or 'empty'})")
+    return PassResult(plan.replace(*flattened.values()), tuple(changes))
+
+
+def _splice(graph: PlanNode, spliced: dict[str, PlanNode]) -> PlanNode:
+    """``graph`` with the schedules of its inlined children (``spliced``) in place of them."""
+    schedule: list[str] = []
+    for name in graph.schedule:
+        schedule.extend(spliced[name].schedule if name in spliced else (name,))
+    came_from = dict(graph.inlined_from)
+    for child in reversed(spliced.values()):  # the order they were inlined in
+        came_from.update(dict.fromkeys(child.schedule, child.name))
+        came_from.update(child.inlined_from)
+    return attrs.evolve(graph, schedule=tuple(schedule), inlined_from=came_from)

@@ -21,7 +21,16 @@ from deepleaps.compiler.passes import PassResult
 from deepleaps.compiler.plan import Kind, Plan, PlanNode, topological_order
 
 
-def _never_runs(plan: Plan, node: PlanNode, epoch_watched: set[str]) -> str | None:
+def _removed(plan: Plan, name: str, gone: set[str]) -> bool:
+    """Whether ``name`` is not in the plan, or goes with itself or an ancestor in ``gone``."""
+    while name is not None:
+        if name in gone or name not in plan:
+            return True
+        name = plan[name].parent
+    return False
+
+
+def _never_runs(plan: Plan, node: PlanNode, epoch_watched: set[str], gone: set[str]) -> str | None:
     if node.parent is None:
         return None  # the root always runs
     if node.repeat == 0 and not (node.kind is Kind.LOADER and node.name in epoch_watched):
@@ -29,7 +38,7 @@ def _never_runs(plan: Plan, node: PlanNode, epoch_watched: set[str]) -> str | No
     cycle = node.run_cycle
     if cycle is None:
         return None
-    if cycle.node not in plan:
+    if _removed(plan, cycle.node, gone):
         return f"run_cycle {cycle} watches '{cycle.node}', which never runs"
     target = plan[cycle.node]
     if cycle.counter == "step" and target.kind is Kind.GRAPH and 0 <= target.repeat < cycle.every:
@@ -39,24 +48,27 @@ def _never_runs(plan: Plan, node: PlanNode, epoch_watched: set[str]) -> str | No
 
 def run(plan: Plan) -> PassResult:
     changes, warnings = [], []
-    removed = True
-    while removed:  # again after a removal: a node watching a removed one never runs either
-        removed = False
+    while True:  # again after removals: a node watching a removed one never runs either
         epoch_watched = {
             node.run_cycle.node for node in plan.nodes.values() if node.run_cycle and node.run_cycle.counter == "epoch"
         }
-        for node in list(plan.nodes.values()):
-            if node.name not in plan:
-                continue  # already removed with an ancestor
-            reason = _never_runs(plan, node, epoch_watched)
+        removed: list[str] = []
+        gone: set[str] = set()
+        ordered: dict[str, PlanNode] = {}  # parents whose order is fixed before they lose a child
+        for node in plan.nodes.values():
+            if _removed(plan, node.name, gone):
+                continue  # goes with an ancestor
+            reason = _never_runs(plan, node, epoch_watched, gone)
             if reason is None:
                 continue
             parent = plan[node.parent]
-            if parent.schedule is None:
-                plan = plan.replace(attrs.evolve(parent, schedule=topological_order(parent)))
-            plan = plan.without(node.name)
-            removed = True
+            if parent.schedule is None and parent.name not in ordered:
+                ordered[parent.name] = attrs.evolve(parent, schedule=topological_order(parent))
+            removed.append(node.name)
+            gone.add(node.name)
             changes.append(f"{node.name}: removed, it can never run")
             location = f"{node.span}: " if node.span else ""
             warnings.append(f"{location}warning: node '{node.name}' can never run ({reason}); removed")
-    return PassResult(plan, tuple(changes), tuple(warnings))
+        if not removed:
+            return PassResult(plan, tuple(changes), tuple(warnings))
+        plan = plan.replace(*ordered.values()).without(*removed)
