@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -26,12 +28,21 @@ def connection_options(function):
     return click.option("--host", help="Default: from the workspace.")(function)
 
 
-def _client(host, port, token, workspace) -> Client:
+@contextmanager
+def _client(host, port, token, workspace) -> Iterator[Client]:
+    """A connected client; an unreachable training is an error message and exit status 1."""
     try:
-        return Client(host, port, token, workspace=workspace).connect()
+        client = Client(host, port, token, workspace=workspace).connect()
     except ControlError as problem:
         click.echo(f"error: {problem}", err=True)
         sys.exit(PROGRAM_ERROR)
+    try:
+        yield client
+    except ControlError as problem:
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(PROGRAM_ERROR)
+    finally:
+        client.close()
 
 
 def _show(reply: dict, as_json: bool) -> None:
@@ -72,8 +83,7 @@ def _program_text(path: str) -> str:
 @connection_options
 def send(verb, payload, as_json, host, port, token, workspace):
     """Send VERB PAYLOAD to the running training, e.g. `deepleaps send SET optimizer.lr 0.001`."""
-    client = _client(host, port, token, workspace)
-    with client:
+    with _client(host, port, token, workspace) as client:
         _show(client.send(verb, " ".join(payload)), as_json)
 
 

@@ -15,7 +15,7 @@ import attrs
 
 from deepleaps.compiler.check import check_plan, diagnostics_of
 from deepleaps.compiler.passes import PassLog, optimise
-from deepleaps.compiler.plan import Plan
+from deepleaps.compiler.plan import Plan, PlanNode
 from deepleaps.compiler.registry import REGISTRY, Registry
 from deepleaps.compiler.resolve import Resolver
 from deepleaps.lang import ProgramError, SourceText, ast, parse
@@ -58,7 +58,7 @@ def resolve(
     roots: Sequence[Path] = (),
     base: Plan | None = None,
     added_while_running: bool = False,
-    known: Iterable[str] = (),
+    known: Mapping[str, PlanNode] | None = None,
 ) -> Plan:
     """Resolve and check programs into an unoptimised plan (on top of ``base``, if given).
 

@@ -56,15 +56,15 @@ class Resolver:
         roots: Sequence[Path] = (Path.cwd(),),
         base: Plan | None = None,
         added_while_running: bool = False,
-        known: Iterable[str] = (),
+        known: Mapping[str, PlanNode] | None = None,
     ):
         self.registry = registry
         self.definitions = definitions
         self.sources = dict(sources)
         self.roots = tuple(roots)
         self.added_while_running = added_while_running
-        #: Nodes of the running program: not "added while running" even when named again.
-        self.known = set(known) | (set(base.nodes) if base is not None else set())
+        #: Nodes of the running program: named again, they keep their on_error default.
+        self.known = dict(known or {}) | (dict(base.nodes) if base is not None else {})
         self.problems: list[Diagnostic] = []
         self.drafts: dict[str, _Draft] = {}
         self.edge_spans: dict[tuple[str, str, str], Span | None] = {}
@@ -106,8 +106,11 @@ class Resolver:
         return Plan(nodes, ROOT)
 
     def _default_on_error(self, name: str) -> OnError:
-        """A broken addition to a running training removes itself rather than stop it."""
-        return OnError.REMOVE if self.added_while_running and name not in self.known else OnError.STOP
+        """A broken addition to a running training removes itself rather than stop it;
+        a node of the running program named again keeps what it had."""
+        if name in self.known:
+            return self.known[name].on_error
+        return OnError.REMOVE if self.added_while_running else OnError.STOP
 
     # ---- statements and groups ---------------------------------------------
 

@@ -35,7 +35,8 @@ class Client:
         token: str | None = None,
         *,
         workspace: str | Path = ".",
-        timeout: float | None = 60.0,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
     ):
         info = _read_info(Path(workspace))
         self.host = host or info.get("host", "127.0.0.1")
@@ -44,14 +45,16 @@ class Client:
             token_path = Path(info["token_file"])
             token = token_path.read_text().strip() if token_path.is_file() else None
         self.token = token
+        #: How long to wait for a reply; None: until the change is applied (the next safe point).
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self._socket: socket.socket | None = None
 
     def connect(self) -> Client:
         if self.token is None:
             raise ControlError("no token: give one, or run in the workspace of the training")
         try:
-            self._socket = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            self._socket = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except OSError as problem:
             raise ControlError(f"cannot reach the training at {self.host}:{self.port}: {problem}") from None
         reply = self.send("HELLO", self.token)

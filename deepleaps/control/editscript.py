@@ -21,6 +21,7 @@ import attrs
 from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode
 from deepleaps.lang import ast
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
+from deepleaps.lang.printer import inline
 from deepleaps.lang.serialize import from_data, to_data
 
 SCHEMA = "deepleaps.edit/1"
@@ -327,7 +328,7 @@ def describe(operation: Operation) -> str:
     if isinstance(operation, RemoveEdge):
         return f"- {operation.source} -> {operation.target} in {operation.graph}"
     if isinstance(operation, SetArgument):
-        return f"~ {operation.node}.{operation.key} = {operation.value!r}"
+        return f"~ {operation.node}.{operation.key} = {inline(value_to_ast(operation.value))}"
     if isinstance(operation, UnsetArgument):
         return f"~ {operation.node}.{operation.key} unset"
     if isinstance(operation, RebindClass):

@@ -85,6 +85,10 @@ class _Request:
     origin: str = "socket"
 
 
+#: How many applied changes UNDO can go back through.
+HISTORY = 100
+
+
 @attrs.frozen
 class Applied:
     """One applied plan change, kept for UNDO."""
@@ -235,6 +239,7 @@ class Controller:
         patch_id = self._next_patch_id
         self._next_patch_id += 1
         self.history.append(Applied(patch_id, before, after))
+        del self.history[:-HISTORY]
         point = self.point(node)
         data = editscript.script_to_data(script)
         self.record(patch_id, verb, text, point, script=data)

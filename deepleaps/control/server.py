@@ -139,9 +139,12 @@ class ControlServer:
         return self
 
     def close(self) -> None:
+        """Stop listening and remove the token and address files: the run is over."""
         self._stopping.set()
         self._socket.close()
         self._thread.join(timeout=2)
+        for path in (self.token_path, self.info_path):
+            path.unlink(missing_ok=True)
 
     # ---- connections -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -261,7 +262,12 @@ def stop(controller: Controller, payload: str, node: PlanNode) -> Reply:
 def _check_module(controller: Controller, module: str) -> None:
     if controller.allow_external_modules or controller.workspace is None:
         return
-    spec = importlib.util.find_spec(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise ProgramError([Diagnostic(f"no module named '{module}'")])
     origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
     if origin is None or not origin.is_relative_to(controller.workspace.resolve()):
         raise ProgramError(
@@ -277,8 +283,9 @@ def import_module(controller: Controller, payload: str, node: PlanNode, verb: st
         controller.registry.import_module(module, reload=verb == "RELOAD_MODULE")
     except ProgramError:
         raise
-    except Exception as problem:  # the user's module failed to import: the old code keeps running
-        return failure(verb, f"cannot import '{module}': {type(problem).__name__}: {problem}")
+    except Exception:  # the user's module failed to import: the old code keeps running
+        excerpt = "".join(traceback.format_exc(limit=-4).splitlines(keepends=True)[-12:])
+        return failure(verb, f"cannot import '{module}'; the running code is unchanged:\n{excerpt}")
     rebuilt = []
     if verb == "RELOAD_MODULE":
         rebuilt = _rebind(controller, module)
