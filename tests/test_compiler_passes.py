@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from recording import RECORDING
 from test_compiler_semantics import program_text, programs
@@ -178,7 +178,7 @@ def _same(left: Plan, right: Plan) -> bool:
     ]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs, st.booleans(), st.randoms(use_true_random=False))
 def test_without_several_nodes_is_removing_them_one_after_the_other(program, optimised, random):
     compiled = compile_source(program_text(program), registry=RECORDING)
