@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,19 @@ def test_wheel_ships_grammar_and_parses_without_torch(tmp_path: Path) -> None:
     _pip(sys.executable, *build, cwd=tmp_path, what="building the wheel")
     wheels = sorted(dist.glob("deepleaps-*.whl"))
     assert len(wheels) == 1, f"expected one deepleaps wheel in {sorted(p.name for p in dist.iterdir())}"
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        names = set(wheel.namelist())
+    template = ROOT / "deepleaps" / "workspace" / "template"
+    expected = {
+        "deepleaps/" + path.relative_to(ROOT / "deepleaps").as_posix()
+        for path in template.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert expected <= names, f"the wheel lacks template files: {sorted(expected - names)[:5]}"
+    packages = {path.parent for path in (ROOT / "deepleaps").rglob("__init__.py") if template not in path.parents}
+    for package in packages:
+        module = (package / "__init__.py").relative_to(ROOT).as_posix()
+        assert module in names, f"package {module} is missing from the wheel (add it to pyproject.toml)"
 
     venv = tmp_path / "venv"
     created = _run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
