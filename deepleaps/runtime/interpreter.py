@@ -19,6 +19,11 @@
   :meth:`Interpreter.add_safe_point_hook` run there, and only there may the
   plan be swapped (:meth:`Interpreter.install`), so every change lands
   between two steps, at the same point on every rank.
+- The plan, the node states and the command instances change only through
+  :meth:`Interpreter.install` and :meth:`Interpreter.restore`: a graph step
+  runs its children from a table built once per plan version (each child's
+  node, state, command and watched counter), and falls back to looking
+  every child up by name for the rest of a step in which the plan changed.
 """
 
 from __future__ import annotations
@@ -67,6 +72,54 @@ class NodeState:
         return {"step": self.step, "total_step": self.total_step, "epoch": self.epoch}
 
 
+class _StepTable:
+    """One step of a graph, resolved against one plan version.
+
+    ``entries`` holds, per child in run order, ``(index, name, node, state,
+    command, dynamic, watched, counter, every)``: ``command`` is None for a
+    child that goes through :meth:`Interpreter._run_child` (graphs, leaves
+    with ``repeat`` other than 1, anything unusual); ``watched`` is the state
+    whose ``counter`` a ``run_cycle`` of ``every`` watches (None: no cycle).
+    ``inlined`` holds the states :meth:`Interpreter._activate_inlined` updates.
+    """
+
+    __slots__ = ("entries", "inlined", "node", "order", "version")
+
+    def __init__(self, interpreter: Interpreter, node: PlanNode, order: tuple[str, ...]):
+        self.version = interpreter._version
+        self.node = node
+        self.order = order
+        nodes, states, commands = interpreter.plan.nodes, interpreter.states, interpreter.commands
+        entries = []
+        for index, name in enumerate(order):
+            child = nodes.get(name)
+            cycle = child.run_cycle if child is not None else None
+            fast = (
+                child is not None
+                and child.kind is Kind.LEAF
+                and (child.repeat == 1 or child.repeat < 0)  # one run per step
+                and name in states
+                and name in commands
+                and (cycle is None or cycle.node in states)
+            )
+            if not fast:
+                entries.append((index, name, child, None, None, False, None, "", 0))
+                continue
+            watched = states[cycle.node] if cycle is not None else None
+            counter, every = (cycle.counter, cycle.every) if cycle is not None else ("", 0)
+            dynamic = name in interpreter._dynamic
+            entries.append((index, name, child, states[name], commands[name], dynamic, watched, counter, every))
+        self.entries = tuple(entries)
+        self.inlined = None
+        if node.inlined_from:
+            graphs = dict.fromkeys(node.inlined_from.values())
+            if all(graph in states for graph in graphs) and all(child in states for child in node.inlined_from):
+                self.inlined = (
+                    tuple(states[graph] for graph in graphs),
+                    tuple(states[child] for child in node.inlined_from),
+                )
+
+
 class Interpreter:
     def __init__(
         self,
@@ -76,6 +129,10 @@ class Interpreter:
         variables: Mapping[str, Any] | None = None,
     ):
         self.registry = registry or REGISTRY
+        #: Bumped by every change of the plan, the node states or the command instances.
+        self._version = 0
+        #: Graph name -> what one step of it runs; see :meth:`_step_table`.
+        self._tables: dict[str, _StepTable] = {}
         self.plan = plan
         self.states: dict[str, NodeState] = {}
         self.commands: dict[str, Command] = {}
@@ -89,6 +146,16 @@ class Interpreter:
         self.install(plan)
 
     # ---- plan changes ---------------------------------------------------------
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: Plan) -> None:
+        self._plan = plan
+        self._version += 1
+        self._tables.clear()
 
     def install(self, plan: Plan, rebuild: Iterable[str] = ()) -> None:
         """Swap in ``plan``. Nodes that keep their name keep their counters and
@@ -119,7 +186,7 @@ class Interpreter:
             else:
                 self.commands[name].node = node
         self._dynamic = {name for name, node in plan.nodes.items() if has_variables(dict(node.args))}
-        self.plan = plan
+        self.plan = plan  # a new version, even for the same plan: commands may have been rebuilt
 
     def _build(self, node: PlanNode) -> Command:
         spec = self.registry.get(node.command)
@@ -149,6 +216,7 @@ class Interpreter:
         for name, saved in states.items():
             if name in self.states:
                 self.states[name] = NodeState(**saved)
+        self._version += 1
         self._resume = list(position)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
@@ -226,12 +294,19 @@ class Interpreter:
                 state.epoch += 1
             state.step = 0
         command.start(ctx)
+        hooks = self._hooks
+        own_safe_point = type(self).safe_point is not Interpreter.safe_point or "safe_point" in vars(self)
+        seen = -1  # the plan version ``node`` was looked up in
+        table = None
         try:
             while resuming or node.repeat < 0 or state.step < node.repeat:
-                self.safe_point(node)
-                node = self.plan.nodes.get(name)
-                if node is None:
-                    return  # removed by a patch at this safe point
+                if hooks or self._stop_requested or own_safe_point:
+                    self.safe_point(node)
+                if self._version != seen:
+                    seen = self._version
+                    node = self.plan.nodes.get(name)
+                    if node is None:
+                        return  # removed by a patch at this safe point
                 ctx.node = node
                 if resuming:
                     self._resume_step(node)
@@ -241,15 +316,72 @@ class Interpreter:
                     break
                 state.step += 1
                 state.total_step += 1
-                if node.inlined_from:
-                    self._activate_inlined(node)
-                for child in node.prologue:
-                    self._run_child(child)
-                for child in self.plan.run_order(name) if node.schedule is None else node.schedule:
-                    self._run_child(child)
+                if table is None or table.version != self._version or table.node is not node:
+                    table = self._step_table(node)
+                self._run_step(node, table)
         finally:
             ctx.node = node
             command.end(ctx)
+
+    def _step_table(self, node: PlanNode) -> _StepTable:
+        """What one step of graph ``node`` runs, for the current plan version (cached)."""
+        cached = self._tables.get(node.name)
+        if cached is not None and cached.version == self._version and cached.node is node:
+            return cached
+        order = (*node.prologue, *(self.plan.run_order(node.name) if node.schedule is None else node.schedule))
+        table = _StepTable(self, node, order)
+        self._tables[node.name] = table
+        return table
+
+    def _run_step(self, node: PlanNode, table: _StepTable) -> None:
+        """Run the children of one step of graph ``node``: inlined graphs' counters, prologue, schedule.
+
+        Does what :meth:`_activate_inlined` and :meth:`_run_child` on each child do, from the
+        step table; once the plan changes, the rest of the step goes through :meth:`_run_child`.
+        """
+        version = self._version
+        if table.inlined is not None:
+            graphs, children = table.inlined
+            for graph_state in graphs:
+                graph_state.step = 1
+                graph_state.total_step += 1
+            for child_state in children:
+                child_state.step = 0
+        elif node.inlined_from:
+            self._activate_inlined(node)
+        ctx = self.context
+        stack = self._stack
+        for index, name, child, state, command, dynamic, watched, counter, every in table.entries:
+            if command is None:
+                self._run_child(name)
+            elif not state.finished:
+                if watched is not None:
+                    value = getattr(watched, counter)
+                    if value <= 0 or value % every or value == state.last_cycle:
+                        continue
+                    state.last_cycle = value
+                try:
+                    stack.append(name)
+                    try:
+                        ctx.node = child
+                        if dynamic:
+                            spec = self.registry.get(child.command)
+                            command.args, command.extra = self._arguments(spec, child.args, resolve=True)
+                        state.step += 1
+                        state.total_step += 1
+                        command.run(ctx)
+                    finally:
+                        stack.pop()
+                except (RunStopped, NodeFailed):
+                    raise
+                except Exception as error:
+                    self._failed(child, error)
+                if child.finish:
+                    state.finished = True
+            if self._version != version:  # the plan changed: look the rest up by name
+                for rest in table.order[index + 1 :]:
+                    self._run_child(rest)
+                return
 
     def _resume_step(self, node: PlanNode) -> None:
         """Finish the step a checkpoint was written in (see the module docstring)."""
