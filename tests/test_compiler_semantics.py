@@ -64,11 +64,14 @@ def test_removing_a_never_run_node_keeps_the_order_of_its_siblings():
     assert_same_runs(program)
 
 
-def test_step_guard_of_a_one_step_graph_is_kept():
+def test_step_guard_of_a_one_step_graph_is_always_true():
     # Graph_1 takes one step per activation: its step is 1 again when it is
-    # re-activated, which has not "moved" since Rec last ran, so Rec runs once.
+    # re-activated, but its total_step moved, so Rec runs in both activations
+    # and the guard is removed.
     program = '*Graph[repeat=2]( *Graph[repeat=1]( *Rec[tag="a", run_cycle="Graph_1.step:1"] ) )'
-    assert len(run_trace(compile_source(program, registry=RECORDING).plan)) == 1
+    compiled = compile_source(program, registry=RECORDING)
+    assert len(run_trace(compiled.plan)) == 2
+    assert compiled.plan["Rec"].run_cycle is None
     assert_same_runs(program)
 
 

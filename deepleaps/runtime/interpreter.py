@@ -8,7 +8,10 @@
   every step ever, ``epoch`` a loader's activations. They are 1-based while
   a step runs.
 - ``run_cycle: X.c:N`` runs a node when X's counter c is a positive multiple
-  of N that has moved since the node last ran.
+  of N that has moved since the node last ran. X's ``total_step`` (``epoch``
+  for ``X.epoch``) tells whether it moved, so a ``step`` counter that resets
+  with each epoch fires again in the next: ``TRAINING_BATCH.step:10`` runs at
+  batches 10, 20, … of every epoch.
 - ``finish: true`` nodes are skipped once their activation is over, which
   joins their predecessors to their successors.
 - Resuming from a checkpoint re-enters the step that was under way when it
@@ -65,11 +68,28 @@ class NodeState:
     total_step: int = 0
     epoch: int = 0
     finished: bool = False
-    #: The watched counter's value when this node last ran (run_cycle).
+    #: The watched node's total_step (or epoch) when this node last ran (run_cycle).
     last_cycle: int | None = None
 
     def counters(self) -> dict[str, int]:
         return {"step": self.step, "total_step": self.total_step, "epoch": self.epoch}
+
+
+#: The counter whose change says a watched counter moved: a ``step`` resets
+#: with each activation, the ``total_step`` of its node never does.
+_MOVES = {"step": "total_step", "total_step": "total_step", "epoch": "epoch"}
+
+
+def _cycle_due(watched: NodeState, counter: str, every: int, state: NodeState) -> bool:
+    """Whether a node with ``run_cycle: X.counter:every`` runs now (X's state is ``watched``)."""
+    value = getattr(watched, counter)
+    if value <= 0 or value % every:
+        return False
+    mark = getattr(watched, _MOVES[counter])
+    if mark == state.last_cycle:
+        return False
+    state.last_cycle = mark
+    return True
 
 
 class _StepTable:
@@ -80,10 +100,10 @@ class _StepTable:
     child that goes through :meth:`Interpreter._run_child` (graphs, leaves
     with ``repeat`` other than 1, anything unusual); ``watched`` is the state
     whose ``counter`` a ``run_cycle`` of ``every`` watches (None: no cycle).
-    ``inlined`` holds the states :meth:`Interpreter._activate_inlined` updates.
+    ``starts`` says where the steps of inlined graphs begin (see :func:`_inlined_starts`).
     """
 
-    __slots__ = ("entries", "inlined", "node", "order", "version")
+    __slots__ = ("entries", "node", "order", "starts", "version")
 
     def __init__(self, interpreter: Interpreter, node: PlanNode, order: tuple[str, ...]):
         self.version = interpreter._version
@@ -110,14 +130,27 @@ class _StepTable:
             dynamic = name in interpreter._dynamic
             entries.append((index, name, child, states[name], commands[name], dynamic, watched, counter, every))
         self.entries = tuple(entries)
-        self.inlined = None
-        if node.inlined_from:
-            graphs = dict.fromkeys(node.inlined_from.values())
-            if all(graph in states for graph in graphs) and all(child in states for child in node.inlined_from):
-                self.inlined = (
-                    tuple(states[graph] for graph in graphs),
-                    tuple(states[child] for child in node.inlined_from),
-                )
+        self.starts = _inlined_starts(interpreter, node, order)
+
+
+def _inlined_starts(interpreter: Interpreter, node: PlanNode, order: tuple[str, ...]) -> dict[int, tuple]:
+    """Where in ``order`` each graph the flatten pass inlined into ``node`` starts its step:
+    index -> ``(graph, its state, its children's states)`` for each, outermost first."""
+    plan, states = interpreter.plan, interpreter.states
+    starts: dict[int, list] = {}
+    begun: set[str] = set()
+    for index, name in enumerate(order):
+        chain = []
+        graph = node.inlined_from.get(name)
+        while graph is not None and graph != node.name and graph not in begun:
+            chain.append(graph)
+            graph = plan.nodes[graph].parent
+        for graph in reversed(chain):
+            begun.add(graph)
+            inlined = plan.nodes[graph]
+            children = tuple(states[child] for child in inlined.children)
+            starts.setdefault(index, []).append((inlined, states[graph], children))
+    return {index: tuple(entries) for index, entries in starts.items()}
 
 
 class Interpreter:
@@ -293,6 +326,7 @@ class Interpreter:
             if node.kind is Kind.LOADER:
                 state.epoch += 1
             state.step = 0
+        outer_sample = ctx.sample  # a loader's batches are its children's; its siblings keep theirs
         command.start(ctx)
         hooks = self._hooks
         own_safe_point = type(self).safe_point is not Interpreter.safe_point or "safe_point" in vars(self)
@@ -322,6 +356,8 @@ class Interpreter:
         finally:
             ctx.node = node
             command.end(ctx)
+            if command.kind is Kind.LOADER:
+                ctx.sample = outer_sample
 
     def _step_table(self, node: PlanNode) -> _StepTable:
         """What one step of graph ``node`` runs, for the current plan version (cached)."""
@@ -334,32 +370,26 @@ class Interpreter:
         return table
 
     def _run_step(self, node: PlanNode, table: _StepTable) -> None:
-        """Run the children of one step of graph ``node``: inlined graphs' counters, prologue, schedule.
+        """Run the children of one step of graph ``node``: prologue, schedule, inlined graphs' steps.
 
-        Does what :meth:`_activate_inlined` and :meth:`_run_child` on each child do, from the
+        Does what :meth:`_run_child` on each child does, from the
         step table; once the plan changes, the rest of the step goes through :meth:`_run_child`.
         """
         version = self._version
-        if table.inlined is not None:
-            graphs, children = table.inlined
-            for graph_state in graphs:
-                graph_state.step = 1
-                graph_state.total_step += 1
-            for child_state in children:
-                child_state.step = 0
-        elif node.inlined_from:
-            self._activate_inlined(node)
+        starts = table.starts
         ctx = self.context
         stack = self._stack
         for index, name, child, state, command, dynamic, watched, counter, every in table.entries:
+            if starts and index in starts:
+                self._begin_inlined(starts[index])
+                if self._version != version:  # a patch at the inlined graph's safe point
+                    self._run_rest(table, index)
+                    return
             if command is None:
                 self._run_child(name)
             elif not state.finished:
-                if watched is not None:
-                    value = getattr(watched, counter)
-                    if value <= 0 or value % every or value == state.last_cycle:
-                        continue
-                    state.last_cycle = value
+                if watched is not None and not _cycle_due(watched, counter, every, state):
+                    continue
                 try:
                     stack.append(name)
                     try:
@@ -379,9 +409,27 @@ class Interpreter:
                 if child.finish:
                     state.finished = True
             if self._version != version:  # the plan changed: look the rest up by name
-                for rest in table.order[index + 1 :]:
-                    self._run_child(rest)
+                self._run_rest(table, index + 1, begin=True)
                 return
+
+    def _begin_inlined(self, starts: tuple) -> None:
+        """An inlined graph's step begins: its children's step counters reset, its safe
+        point, its own counters — what :meth:`_run_graph` would have done."""
+        for graph, state, children in starts:
+            for child in children:
+                child.step = 0
+            if self._hooks or self._stop_requested:
+                self.safe_point(graph)
+            state.step = 1
+            state.total_step += 1
+
+    def _run_rest(self, table: _StepTable, first: int, begin: bool = False) -> None:
+        """Run ``table``'s children from index ``first`` on by name, after a plan change."""
+        for index in range(first, len(table.order)):
+            if begin and index in table.starts:
+                self._begin_inlined(tuple(entry for entry in table.starts[index] if entry[0].name in self.plan))
+            begin = True
+            self._run_child(table.order[index])
 
     def _resume_step(self, node: PlanNode) -> None:
         """Finish the step a checkpoint was written in (see the module docstring)."""
@@ -407,16 +455,6 @@ class Interpreter:
         for hook in self._resume_hooks:
             hook(self)
 
-    def _activate_inlined(self, node: PlanNode) -> None:
-        """Inlined plain graphs still count their steps and reset their children's."""
-        graphs = dict.fromkeys(node.inlined_from.values())
-        for graph in graphs:
-            graph_state = self.states[graph]
-            graph_state.step = 1
-            graph_state.total_step += 1
-        for child in node.inlined_from:
-            self.states[child].step = 0
-
     def _run_child(self, name: str) -> None:
         node = self.plan.nodes.get(name)
         if node is None:
@@ -425,11 +463,8 @@ class Interpreter:
         if state.finished:
             return
         cycle = node.run_cycle
-        if cycle is not None:
-            value = getattr(self.states[cycle.node], cycle.counter)
-            if value <= 0 or value % cycle.every or value == state.last_cycle:
-                return
-            state.last_cycle = value
+        if cycle is not None and not _cycle_due(self.states[cycle.node], cycle.counter, cycle.every, state):
+            return
         try:
             self._activate(node)
         except (RunStopped, NodeFailed):

@@ -169,6 +169,7 @@ class DataLoaderCommand(Command):
 
     _batches: Any = None
     _bar: Progress | None = None
+    _outer_sample: Any = None
 
     def start(self, ctx: Context) -> None:
         overrides = {
@@ -176,7 +177,9 @@ class DataLoaderCommand(Command):
             for key in ("batch_size", "shuffle", "num_workers")
             if (value := getattr(self.args, key)) is not None
         }
-        loader = container_of(ctx).dataloader(self.args.loader, **overrides)
+        container = container_of(ctx)
+        self._outer_sample = container.sample
+        loader = container.dataloader(self.args.loader, **overrides)
         self._batches = iter(loader)
         epoch = ctx.counters(self.node.name).epoch
         self._bar = Progress(f"{self.args.loader} {epoch}", len(loader)) if self.args.progress else None
@@ -192,6 +195,8 @@ class DataLoaderCommand(Command):
         return True
 
     def end(self, ctx: Context) -> None:
+        if ctx.container is not None:
+            ctx.container.sample = self._outer_sample
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -1,11 +1,9 @@
 """Remove ``run_cycle`` guards that are always true.
 
-``run_cycle: "P.total_step:1"`` on a child of P that runs once per step of P
-holds every time: P's counter moves before each run and every number is a
-multiple of 1. So does ``"P.step:1"`` when P is a plain graph of two or more
-steps per activation; where an activation of P may take a single step, P's
-``step`` is 1 again at the next activation, which is not a move, and the
-child does not run then.
+``run_cycle: "P.step:1"`` or ``"P.total_step:1"`` on a child of P that runs
+once per step of P holds every time: P's ``total_step`` moves before each run
+(that is what "moved" means, also for ``step``), and every count is a
+multiple of 1.
 """
 
 from __future__ import annotations
@@ -13,18 +11,18 @@ from __future__ import annotations
 import attrs
 
 from deepleaps.compiler.passes import PassResult
-from deepleaps.compiler.passes.flatten import GRAPH_COMMAND
 from deepleaps.compiler.plan import Plan, PlanNode
 
 
 def _always_true(plan: Plan, node: PlanNode) -> bool:
     cycle = node.run_cycle
-    if cycle is None or cycle.every != 1 or cycle.node != node.parent or node.repeat != 1:
-        return False
-    if cycle.counter == "total_step":
-        return True
-    parent = plan[cycle.node]
-    return cycle.counter == "step" and parent.command == GRAPH_COMMAND and parent.repeat >= 2
+    return (
+        cycle is not None
+        and cycle.every == 1
+        and cycle.node == node.parent
+        and node.repeat == 1
+        and cycle.counter in ("step", "total_step")
+    )
 
 
 def run(plan: Plan) -> PassResult:
