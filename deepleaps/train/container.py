@@ -115,6 +115,7 @@ class TrainerContainer:
         self.config = dict(config)
         self.root = Path(root)
         self.device = choose_device(self.config.get("device"))
+        self._on_cpu = self.device.type == "cpu"
         if "seed" in self.config:
             seed_everything(int(self.config["seed"]))
         self.model: torch.nn.Module = build(self.config["model"], self.root).to(self.device)
@@ -162,6 +163,9 @@ class TrainerContainer:
         return loader
 
     def to_device(self, batch: Any) -> Any:
+        """The batch on the container's device; on the CPU, as the DataLoader gave it."""
+        if self._on_cpu:
+            return batch
         if isinstance(batch, torch.Tensor):
             return batch.to(self.device, non_blocking=True)
         if isinstance(batch, list | tuple):
@@ -179,7 +183,8 @@ class TrainerContainer:
 
     def train_step(self) -> float:
         """One optimisation step on the current sample; returns the loss."""
-        self.model.train()
+        if not self.model.training:  # evaluate() switched it; a submodule the user froze stays so
+            self.model.train()
         _, outputs, targets = self.forward(self.sample)
         loss = self.loss(outputs, targets)
         self.optimizer.zero_grad(set_to_none=True)
@@ -191,7 +196,14 @@ class TrainerContainer:
     @torch.no_grad()
     def evaluate(self, name: str, metric: str = "accuracy") -> float:
         """``metric`` over data set ``name``: accuracy, or the mean loss."""
+        training = self.model.training
         self.model.eval()
+        try:
+            return self._evaluate(name, metric)
+        finally:
+            self.model.train(training)
+
+    def _evaluate(self, name: str, metric: str) -> float:
         total, correct, loss_sum = 0, 0, 0.0
         for sample in self.dataloader(name):
             _, outputs, targets = self.forward(sample)
