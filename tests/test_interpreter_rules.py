@@ -746,13 +746,6 @@ def test_resume_through_an_inlined_graph():
     assert resumed[:2] == [("E", 1, 2, (1, 2, 0)), ("B", 2, 2, (2, 2, 0))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a loader on the checkpoint position restarts its data iterator when resumed: the "
-    "batches it had already delivered in that epoch are delivered again and counted as further "
-    "steps, so a checkpoint written inside a loader does not resume where it stopped",
-)
 def test_resume_inside_a_loader_continues_with_the_next_batch():
     def scenario(kind):
         full, position, resumed, final, full_final = _checkpoint_and_resume(

@@ -204,6 +204,46 @@ def test_one_epoch_then_resume_equals_two_epochs(small_workspace: Path, baseline
     }
 
 
+def _inner_save_config(workspace: Path, name: str, fail_at: int) -> str:
+    """The example program with a checkpoint every 2 batches inside the epoch, and a node
+    that fails at batch ``fail_at`` to cut the run short."""
+    program = default_program(workspace)
+    inner = program.replace("$TRAINING_STEP -> $LOG_METRICS", "$TRAINING_STEP -> $FLAKY -> $LOG_METRICS -> $INNER_SAVE")
+    assert inner != program, "the example program changed: update this test"
+    save = {"command": "ModuleSaveClass", "required": ["MODEL", "OPTIMIZER"], "base_path": "$base"}
+    return write_command_file(
+        workspace,
+        name,
+        program=inner,
+        define={
+            "FLAKY": {"command": "FailOnThirdRun", "args": {"at": fail_at}},
+            "INNER_SAVE": {**save, "run_cycle": "TRAINING_BATCH.step:2"},
+        },
+        modules=("src.ipc.FlakyCommand",),
+    )
+
+
+def test_resume_from_a_checkpoint_inside_an_epoch_equals_an_uninterrupted_run(small_workspace: Path):  # noqa: F811
+    # Batch 7 is the 3rd of epoch 2: the latest checkpoint is then the one after its 2nd batch.
+    cut = _inner_save_config(small_workspace, "inner_cut.yaml", fail_at=BATCHES_PER_EPOCH + 3)
+    whole = _inner_save_config(small_workspace, "inner_whole.yaml", fail_at=10_000)
+    reference = run_deepleaps(small_workspace, "run", "--config", whole, "--name", "inner_reference")
+    assert reference.returncode == 0, describe(reference)
+    first = run_deepleaps(small_workspace, "run", "--config", cut, "--name", "inner")
+    assert first.returncode == 1, describe(first)
+    (run_dir,) = run_directories(small_workspace, "inner")
+    latest = load(checkpoints(run_dir)[-1])
+    assert latest["position"] == ["root", "TRAINING_LOADER", "TRAINING_BATCH", "INNER_SAVE"]
+    assert latest["states"]["TRAINING_BATCH"]["step"] == 2
+
+    second = run_deepleaps(small_workspace, "run", "--config", whole, "--name", "inner", "--mode", "resume")
+    assert second.returncode == 0, describe(second)
+    (reference_dir,) = run_directories(small_workspace, "inner_reference")
+    resumed, expected = load(checkpoints(run_dir)[-1]), load(checkpoints(reference_dir)[-1])
+    assert_same_tensors(resumed["modules"]["MODEL"], expected["modules"]["MODEL"])
+    assert resumed["states"]["TRAINING_BATCH"] == expected["states"]["TRAINING_BATCH"]
+
+
 # ---- (e) a failing command ----------------------------------------------------------------------------
 
 

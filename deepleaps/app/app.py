@@ -186,14 +186,11 @@ class App:
     def _restore(self, interpreter: Interpreter, experiment: Experiment) -> None:
         payload = CheckpointStore.load(experiment.start_from)
         interpreter.restore(payload["states"], payload["position"])
-
-        def at_checkpoint(interp: Interpreter) -> None:
-            set_rng_state(payload["rng"])
-            for name, state in payload.get("commands", {}).items():
-                if name in interp.commands:
-                    interp.commands[name].load_state_dict(state)
-
-        interpreter.add_resume_hook(at_checkpoint)
+        # Before running: a loader resumed inside an epoch needs its state when it starts.
+        for name, state in payload.get("commands", {}).items():
+            if name in interpreter.commands:
+                interpreter.commands[name].load_state_dict(state)
+        interpreter.add_resume_hook(lambda _: set_rng_state(payload["rng"]))
         log.info("resuming from checkpoint %s", experiment.start_from.id)
 
     def _log_to(self, path: Path) -> None:

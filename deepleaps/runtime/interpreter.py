@@ -17,7 +17,9 @@
 - Resuming from a checkpoint re-enters the step that was under way when it
   was written: graphs on the saved :meth:`Interpreter.position` keep their
   counters; children before the position re-run only if they are one-shot
-  setup (``finish``); the saving node itself does not run again.
+  setup (``finish``); the saving node itself does not run again. A loader
+  on the position fetches again the batches it had delivered in that epoch,
+  and goes on with the next.
 - The start of every graph step is a *safe point*: hooks registered with
   :meth:`Interpreter.add_safe_point_hook` run there, and only there may the
   plan be swapped (:meth:`Interpreter.install`), so every change lands
@@ -328,6 +330,12 @@ class Interpreter:
             state.step = 0
         outer_sample = ctx.sample  # a loader's batches are its children's; its siblings keep theirs
         command.start(ctx)
+        if resuming and node.kind is Kind.LOADER:
+            # The checkpoint was written inside this epoch: fetch again the batches it had
+            # delivered (the command restored the random state its epoch started with).
+            for _ in range(state.step):
+                if not command.next_step(ctx):
+                    break
         hooks = self._hooks
         own_safe_point = type(self).safe_point is not Interpreter.safe_point or "safe_point" in vars(self)
         seen = -1  # the plan version ``node`` was looked up in

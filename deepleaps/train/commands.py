@@ -170,6 +170,16 @@ class DataLoaderCommand(Command):
     _batches: Any = None
     _bar: Progress | None = None
     _outer_sample: Any = None
+    _epoch_rng: Any = None
+    _resume_rng: Any = None
+
+    def state_dict(self) -> dict:
+        """The random state this epoch started with: a checkpoint written inside the epoch
+        replays its batch order on resume."""
+        return {"epoch_rng": self._epoch_rng} if self._batches is not None else {}
+
+    def load_state_dict(self, state) -> None:
+        self._resume_rng = state.get("epoch_rng")
 
     def start(self, ctx: Context) -> None:
         overrides = {
@@ -179,6 +189,10 @@ class DataLoaderCommand(Command):
         }
         container = container_of(ctx)
         self._outer_sample = container.sample
+        if self._resume_rng is not None:  # resuming inside this epoch: shuffle as it did
+            torch.set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        self._epoch_rng = torch.get_rng_state()
         loader = container.dataloader(self.args.loader, **overrides)
         self._batches = iter(loader)
         epoch = ctx.counters(self.node.name).epoch
