@@ -21,6 +21,16 @@ def rendered(text: str | bytes, filename: str = "train.dl") -> str:
 
 GOLDEN = [
     pytest.param(
+        '$root[s="a\tb"]',
+        [
+            "train.dl:1:11: error: a string cannot hold a raw control character",
+            '    $root[s="a b"]',
+            "              ^",
+            "  = write it as \\t",
+        ],
+        id="raw_tab_in_string",
+    ),
+    pytest.param(
         "$root( $A -> $B",
         [
             "train.dl:1:16: error: unexpected end of input; expected ')' or ','",
@@ -576,3 +586,7 @@ def test_several_diagnostics_render_one_after_another():
 def test_caret_width_follows_the_span_and_tabs_show_as_spaces():
     diagnostic = Diagnostic("wide", Span("t.dl", 1, 3, 1, 7), "\tab\tcdef")
     assert diagnostic.render() == "t.dl:1:3: error: wide\n     ab cdef\n      ^~~~"
+
+
+def test_a_byte_order_mark_is_not_part_of_the_program():
+    assert parse(b"\xef\xbb\xbf$root( $A )") == parse("$root( $A )")

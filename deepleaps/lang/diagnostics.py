@@ -128,9 +128,10 @@ def words(items: Iterable[str]) -> str:
 
 
 def decode_utf8(data: bytes, filename: str) -> str:
-    """Decode source bytes; a bad byte is a ProgramError at its line and column."""
+    """Decode source bytes (a leading byte-order mark is dropped); a bad byte is a
+    ProgramError at its line and column."""
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line_start = data.rfind(b"\n", 0, error.start) + 1
         line = data.count(b"\n", 0, error.start) + 1

@@ -427,6 +427,15 @@ def _describe(error: UnexpectedInput, text: str, position: _Positions) -> Diagno
     if malformed is not None:
         return position.diagnostic(f"malformed number '{malformed}'", last.line, last.column, len(malformed))
     if unexpected is None and char == '"':
+        control = _control_character(text, error.pos_in_stream)
+        if control is not None:
+            offset, escape = control
+            return position.diagnostic(
+                "a string cannot hold a raw control character",
+                line,
+                column + offset,
+                hint=f"write it as {escape}",
+            )
         return position.diagnostic("unterminated string", line, column, hint="close it with '\"' on the same line")
     if last is not None and last.type == "_ARROW" and _NODE_TERMINALS & expected:
         return position.diagnostic("'->' must be followed by a node ($NAME, NAME or *Class)", line, column)
@@ -478,6 +487,22 @@ def _drop_impossible_closers(expected: set, state: _ParseState) -> None:
     expected -= {closer for closer, opener in _CLOSERS.items() if opener != innermost}
     if innermost is None:
         expected.discard("COMMA")
+
+
+_STRING_ON_LINE = re.compile(r'"(?:[^"\\\n]|\\[^\n])*"')
+_ESCAPES = {"\t": "\\t", "\r": "\\r", "\f": "\\f", "\b": "\\b"}
+
+
+def _control_character(text: str, start: int) -> tuple[int, str] | None:
+    """A string closed on its line but holding a raw tab (or other control character):
+    the offset of that character from the opening quote, and how to write it."""
+    match = _STRING_ON_LINE.match(text, start)
+    if match is None:
+        return None
+    for offset, char in enumerate(match.group()):
+        if ord(char) < 0x20:
+            return offset, _ESCAPES.get(char, f"\\u{ord(char):04x}")
+    return None
 
 
 def _is_open(state: _ParseState, closer: str) -> bool:
