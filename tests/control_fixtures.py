@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from workspace_fixtures import TINY_DATASET
 
 from deepleaps.control.client import Client, ControlError
 from deepleaps.control.framing import HEADER
@@ -45,28 +46,6 @@ BATCH_SIZE = 8
 THROTTLE = 0.02
 #: The longest any single wait of these helpers lasts.
 WAIT = 60.0
-
-TINY_DATASET = '''\
-"""A deterministic synthetic data set: noise images whose class is where the bright square is."""
-
-import torch
-from torch.utils.data import Dataset
-
-
-class TinyDataset(Dataset):
-    def __init__(self, size: int = 32, seed: int = 0, classes: int = 3):
-        generator = torch.Generator().manual_seed(seed)
-        self.labels = torch.randint(0, classes, (size,), generator=generator)
-        self.images = torch.rand(size, 1, 32, 32, generator=generator) * 0.5 - 1
-        for index, label in enumerate(self.labels.tolist()):
-            self.images[index, 0, 4 + 8 * label : 12 + 8 * label, 4:12] += 1.5
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        return self.images[index], self.labels[index]
-'''
 
 THROTTLE_COMMAND = '''\
 """A command that sleeps: keeps a test training slow enough to be steered, and cheap."""
