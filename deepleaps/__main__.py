@@ -1,0 +1,5 @@
+"""``python -m deepleaps``: the command line."""
+
+from deepleaps.cli import main
+
+main()
