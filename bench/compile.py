@@ -32,15 +32,14 @@ warning), ``run_cycle`` guards on the parent (some always true), fresh
 from __future__ import annotations
 
 import argparse
-import cProfile
 import gc
-import io
 import platform
-import pstats
 import random
 import sys
 import time
 from functools import partial
+
+from common import growth, profiled
 
 import deepleaps.runtime  # noqa: F401  (registers the built-in commands)
 from deepleaps.compiler import compile_plan, compile_source, resolve
@@ -222,22 +221,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def growth(rows: list[dict], key: str) -> float:
-    """Time per node at the largest size over time per node at the smallest."""
-    first, last = rows[0], rows[-1]
-    return (last[key] / last["nodes"]) / (first[key] / first["nodes"])
-
-
 def profile(size: int, limit: int = 25) -> str:
     text = make_program(size)
     definitions = load_program_file("defines.yaml", DEFINES)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    compile_source(text, definitions=definitions)
-    profiler.disable()
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(limit)
-    return out.getvalue()
+    return profiled(lambda: compile_source(text, definitions=definitions), limit)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,6 @@ import io
 import itertools
 import json
 import logging
-import os
 import platform
 import pstats
 import statistics
@@ -82,6 +81,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import cores, cpu, load
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -435,16 +435,9 @@ def profile(steps: int) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}; "
-        f"load average {load}"
+        f"{cpu()}, {cores()} cores, Python {platform.python_version()}, torch {torch.__version__}; "
+        f"load average {load()}"
     )
 
 

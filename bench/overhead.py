@@ -75,6 +75,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import cores, cpu
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -521,16 +522,9 @@ def profile(config: str, steps: int, limit: int = 30) -> str:
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         f"Python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} thread), {model}, {cores} cores"
+        f"({torch.get_num_threads()} thread), {cpu()}, {cores()} cores"
     )
 
 

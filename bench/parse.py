@@ -25,17 +25,14 @@ runs much past 88 columns.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import gc
-import io
-import os
 import platform
-import pstats
 import random
 import sys
 import time
 
 import lark
+from common import cores, cpu, growth, load, profiled
 
 from deepleaps.lang import ast, format_program, parse
 from deepleaps.lang.visitor import walk
@@ -235,33 +232,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def growth(rows: list[dict], key: str) -> float:
-    first, last = rows[0], rows[-1]
-    return (last[key] / last["nodes"]) / (first[key] / first["nodes"])
-
-
 def profile(size: int, limit: int = 25) -> str:
     text = make_program(size)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    parse(text)
-    profiler.disable()
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(limit)
-    return out.getvalue()
+    return profiled(lambda: parse(text), limit)
 
 
 def machine() -> str:
     """Python and lark versions, CPU model, the cores this process may use and the load when it started."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return f"Python {platform.python_version()}, lark {lark.__version__}, {model}, {cores} cores{load}"
+    return (
+        f"Python {platform.python_version()}, lark {lark.__version__}, {cpu()}, {cores()} cores, load average {load()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
