@@ -125,7 +125,7 @@ def test_children_on_a_leaf():
         """
         prog.dl:1:8: error: '*Rec' is a leaf command (Rec) and cannot have children
             $root( *Rec( *Graph ) )
-                   ^~~~~~~~~~~~~~
+                   ^~~~
         """,
     )
 
@@ -136,7 +136,7 @@ def test_children_on_a_leaf_from_define():
         """
         prog.dl:1:1: error: 'TRAINING_STEP' is a leaf command (Rec) and cannot have children
             TRAINING_STEP( *Rec )
-            ^~~~~~~~~~~~~~~~~~~~~
+            ^~~~~~~~~~~~~
         """,
     )
 
@@ -235,7 +235,7 @@ def test_missing_required_argument_of_a_class_node():
         """
         prog.dl:1:8: error: SetCommand (node 'SetCommand') needs argument 'key'
             $root( *SetCommand[value=1] )
-                   ^~~~~~~~~~~~~~~~~~~~
+                   ^~~~~~~~~~~
         """,
     )
 
@@ -260,7 +260,7 @@ def test_run_cycle_naming_a_missing_node():
         """
         prog.dl:1:8: error: run_cycle of 'Rec' names node 'Rek', which the program does not have
             $root( *Rec[run_cycle="Rek.step:2"] )
-                   ^~~~~~~~~~~~~~~~~~~~~~~~~~~~
+                   ^~~~
           = did you mean 'Rec'?
         """,
     )
@@ -272,7 +272,7 @@ def test_run_cycle_naming_a_bad_counter():
         """
         prog.dl:1:8: error: run_cycle of 'Rec' names counter 'stpe'; counters are step, total_step, epoch
             $root( *Rec[run_cycle="root.stpe:2"] )
-                   ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+                   ^~~~
           = did you mean 'step'?
         """,
     )
@@ -284,7 +284,7 @@ def test_run_cycle_on_the_epoch_of_a_graph():
         """
         prog.dl:1:8: error: run_cycle of 'Rec': 'root' is not a loader and has no 'epoch' counter
             $root( *Rec[run_cycle="root.epoch:2"] )
-                   ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+                   ^~~~
         """,
     )
 
@@ -317,7 +317,7 @@ def test_several_errors_are_reported_together_in_source_order():
           = did you mean 'Rec'?
         prog.dl:3:1: error: '*Rec' is a leaf command (Rec) and cannot have children
             *Rec( *Rec[tag=2] )
-            ^~~~~~~~~~~~~~~~~~~
+            ^~~~
         prog.dl:3:12: error: argument 'tag' of Rec expects str, got int 2
             *Rec( *Rec[tag=2] )
                        ^~~~~

@@ -130,7 +130,7 @@ class Resolver:
             self._fail(
                 f"'{node.kind.value}{node.name}' is a {draft.spec.kind.value} command ({draft.spec.name}) "
                 "and cannot have children",
-                node.span,
+                _head(node),
             )
             self._recover(node, draft)
             return
@@ -142,7 +142,7 @@ class Resolver:
         if not node.children:
             return
         before = set(self.drafts)
-        stand_in = _Draft(node.name, self.drafts[ROOT].spec, {}, {}, parent.name, node.span)
+        stand_in = _Draft(node.name, self.drafts[ROOT].spec, {}, {}, parent.name, _head(node))
         self._group(stand_in, node.children)
         for name in set(self.drafts) - before:
             del self.drafts[name]
@@ -160,10 +160,10 @@ class Resolver:
                 if previous is not None:
                     edge = (previous, name)
                     if edge in graph.edges:
-                        self._fail(f"duplicate edge {previous} -> {name} in '{graph.name}'", node.span)
+                        self._fail(f"duplicate edge {previous} -> {name} in '{graph.name}'", _head(node))
                     else:
                         graph.edges[edge] = None
-                        self.edge_spans[(graph.name, *edge)] = node.span
+                        self.edge_spans[(graph.name, *edge)] = _head(node)
                 previous = name
 
     def _node(self, node: ast.Node, parent: _Draft) -> str | None:
@@ -177,21 +177,21 @@ class Resolver:
                 self._unknown(node, "definition", self.definitions)
                 draft = None
             else:
-                draft = self._from_definition(self._fresh(node.name), definition, parent, node.span)
+                draft = self._from_definition(self._fresh(node.name), definition, parent, _head(node))
         else:
             spec = self.registry.get(node.name)
             if spec is None:
                 self._unknown(node, "command class", self.registry.names())
                 draft = None
             else:
-                draft = _Draft(self._fresh(node.name.rsplit(".", 1)[-1]), spec, {}, {}, parent.name, node.span)
+                draft = _Draft(self._fresh(node.name.rsplit(".", 1)[-1]), spec, {}, {}, parent.name, _head(node))
                 self.drafts[draft.name] = draft
         if draft is None:
             self._recover(node, parent)
             return None
         self._apply_inline(draft, node)
         if created:  # required arguments may come from DEFINE or be written inline
-            self._check_required(draft, node.span)
+            self._check_required(draft, _head(node))
         self._children(draft, node)
         return draft.name
 
@@ -200,13 +200,13 @@ class Resolver:
         existing = self.drafts.get(name)
         if existing is not None:
             if existing.parent is None:
-                self._fail(f"'${name}' is the root graph and cannot be a child", node.span)
+                self._fail(f"'${name}' is the root graph and cannot be a child", _head(node))
                 return None
             if existing.parent != parent.name:
                 self._fail(
                     f"'${name}' already belongs to graph '{existing.parent}'; "
                     f"a node has one parent (write '{name}' for a new instance)",
-                    node.span,
+                    _head(node),
                 )
                 return None
             return existing
@@ -214,7 +214,7 @@ class Resolver:
         if definition is None:
             self._unknown(node, "name", [*self.definitions, *self.drafts])
             return None
-        return self._from_definition(name, definition, parent, node.span)
+        return self._from_definition(name, definition, parent, _head(node))
 
     def _fresh(self, base: str) -> str:
         """``base``, else ``base_i`` with the lowest free i."""
@@ -342,7 +342,7 @@ class Resolver:
 
     def _unknown(self, node: ast.Node, what: str, candidates: Iterable[str]) -> None:
         written = f"{node.kind.value}{node.name}"
-        self._fail(f"unknown {what} '{written}'", node.span, hint=did_you_mean(node.name, candidates))
+        self._fail(f"unknown {what} '{written}'", _head(node), hint=did_you_mean(node.name, candidates))
 
     def _fail(self, message: str, span: Span | None, hint: str | None = None) -> None:
         source = self.sources.get(span.file) if span else None
@@ -359,3 +359,12 @@ def _variables(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _variables(item) for key, item in value.items()}
     return value
+
+
+def _head(node: ast.Node) -> Span | None:
+    """Where a node's reference (``$NAME``) is written: what diagnostics underline, rather
+    than the node with all its arguments and children."""
+    span = node.span
+    if span is None:
+        return None
+    return attrs.evolve(span, end_line=span.line, end_column=span.column + len(node.kind.value + node.name))
