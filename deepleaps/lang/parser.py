@@ -18,10 +18,11 @@ from pathlib import Path
 
 import attrs
 from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedInput
 
 from deepleaps.lang import ast
-from deepleaps.lang.diagnostics import Diagnostic, ProgramError, SourceText, decode_utf8, words
+from deepleaps.lang.diagnostics import Diagnostic, ProgramError, SourceText, decode_utf8
+from deepleaps.lang.syntax_errors import CLOSERS, OPENERS, Positions, clip, describe
 
 #: Parentheses and brackets nest at most this deep. Deeper input is an error,
 #: which keeps every recursive walk of the AST (printing, equality, JSON)
@@ -30,30 +31,11 @@ MAX_NESTING = 64
 
 Locate = Callable[[int, int], tuple[int, int]]
 
-_OPENERS = {"LPAR": "(", "LSQB": "[", "LBRACE": "{"}
-_CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
 _NODE_KINDS = {"INSTANCE": ast.NodeKind.INSTANCE, "DEFINE": ast.NodeKind.DEFINE, "CLASS": ast.NodeKind.CLASS}
-_NODE_TERMINALS = set(_NODE_KINDS)
-_VALUE_TERMINALS = {"INT", "FLOAT", "STRING", "TRUE", "FALSE", "NULL", "VARIABLE", "LBRACE"}
-#: How expected terminals are named in messages, in the order they are listed.
-_TERMINAL_WORDS = {
-    "RPAR": "')'",
-    "RSQB": "']'",
-    "RBRACE": "'}'",
-    "_ARROW": "'->'",
-    "COMMA": "','",
-    "EQUAL": "'='",
-    "LPAR": "'('",
-    "LSQB": "'['",
-    "LBRACE": "'{'",
-    "NAME": "an argument name",
-    "_NL": "a new line",
-    "$END": "the end of the program",
-}
 
 
 @attrs.define
-class _ParseState:
+class ParseState:
     """What the post-lexer learns during one parse."""
 
     comments: list[ast.Comment] = attrs.Factory(list)
@@ -61,7 +43,7 @@ class _ParseState:
     last: Token | None = None
 
 
-_state: contextvars.ContextVar[_ParseState] = contextvars.ContextVar("deepleaps_parse_state")
+_state: contextvars.ContextVar[ParseState] = contextvars.ContextVar("deepleaps_parse_state")
 
 
 class _NestingTooDeep(Exception):
@@ -87,11 +69,11 @@ class _PostLexer:
                 state.open_brackets or state.last is None or state.last.type in ("_ARROW", "COMMA", "_NL")
             ):
                 continue
-            if kind in _OPENERS:
+            if kind in OPENERS:
                 state.open_brackets.append(token)
                 if len(state.open_brackets) > MAX_NESTING:
                     raise _NestingTooDeep(token)
-            elif kind in _CLOSERS and state.open_brackets and state.open_brackets[-1].type == _CLOSERS[kind]:
+            elif kind in CLOSERS and state.open_brackets and state.open_brackets[-1].type == CLOSERS[kind]:
                 state.open_brackets.pop()
             state.last = token
             yield token
@@ -232,13 +214,13 @@ class _ToAst:
         except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
             value = None
         if value is None:  # outside the except block: the ValueError is no context of the error
-            self._fail(f"integer literal too long: {_clip(parts[0])} has {len(parts[0].lstrip('-'))} digits", parts[0])
+            self._fail(f"integer literal too long: {clip(parts[0])} has {len(parts[0].lstrip('-'))} digits", parts[0])
         return ast.Integer(value, span=self._span(meta))
 
     def float(self, meta, parts):
         value = float(parts[0])
         if math.isinf(value):
-            self._fail(f"number out of range: {_clip(parts[0])}", parts[0])
+            self._fail(f"number out of range: {clip(parts[0])}", parts[0])
         return ast.Float(value, span=self._span(meta))
 
     def string(self, meta, parts):
@@ -307,11 +289,6 @@ class _Arguments:
     items: tuple
 
 
-def _clip(text: str, limit: int = 20) -> str:
-    """A literal as messages quote it: long ones are cut short with '…'."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def parse(
     text: str | bytes,
     filename: str = "<program>",
@@ -352,11 +329,11 @@ def _parse(text, filename: str, start: str, locate: Locate | None, source: Sourc
     if isinstance(text, bytes):
         text = decode_utf8(text, filename)
     source = source or SourceText(filename, text)
-    position = _Positions(filename, locate, source)
+    position = Positions(filename, locate, source)
     if not text.strip() or _only_comments(text):
         what = "empty program: expected a node such as '$root( … )'" if start == "start" else "expected a value"
         raise ProgramError([position.diagnostic(what, 1, 1)])
-    token = _state.set(_ParseState())
+    token = _state.set(ParseState())
     # A parse allocates several objects per token and frees almost none until it
     # returns, so each run of the cyclic collector would walk the whole growing
     # tree: time per node would grow with the size of the program (2x slower per
@@ -378,7 +355,7 @@ def _parse(text, filename: str, start: str, locate: Locate | None, source: Sourc
             ]
         ) from None
     except UnexpectedInput as error:
-        raise ProgramError([_describe(error, text, position)]) from None
+        raise ProgramError([describe(error, text, position, _state.get())]) from None
     finally:
         _state.reset(token)
         if collecting:
@@ -387,161 +364,3 @@ def _parse(text, filename: str, start: str, locate: Locate | None, source: Sourc
 
 def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.lstrip().startswith("#") for line in text.split("\n"))
-
-
-@attrs.frozen
-class _Positions:
-    filename: str
-    locate: Locate | None
-    source: SourceText
-
-    def diagnostic(self, message: str, line: int, column: int, width: int = 1, hint=None) -> Diagnostic:
-        end_column = column + width
-        if self.locate is not None:
-            line, column = self.locate(line, column)
-            end_column = column + width
-        span = ast.Span(self.filename, line, column, line, end_column)
-        return Diagnostic(message, span, self.source.line(line), hint=hint)
-
-
-def _describe(error: UnexpectedInput, text: str, position: _Positions) -> Diagnostic:
-    """Turn a Lark error into a message a user can act on."""
-    state = _state.get()
-    last = state.last
-    if isinstance(error, UnexpectedCharacters):
-        line, column = error.line, error.column
-        char = text[error.pos_in_stream]
-        expected = set(error.allowed or ())
-        unexpected = None
-    else:
-        token = error.token if isinstance(error, UnexpectedToken) else None
-        expected = set(getattr(error, "expected", None) or ())
-        if token is None or token.type == "$END" or isinstance(error, UnexpectedEOF):
-            return _unexpected_end(text, expected, last, state, position)
-        line, column, char, unexpected = token.line, token.column, None, token
-
-    if state.open_brackets or last is None or last.type == "_NL":
-        expected.discard("_NL")  # the lexer always accepts one; here it could not end a statement
-    _drop_impossible_closers(expected, state)
-    malformed = _malformed_number(text, last, line, column)
-    if malformed is not None:
-        return position.diagnostic(f"malformed number '{malformed}'", last.line, last.column, len(malformed))
-    if unexpected is None and char == '"':
-        control = _control_character(text, error.pos_in_stream)
-        if control is not None:
-            offset, escape = control
-            return position.diagnostic(
-                "a string cannot hold a raw control character",
-                line,
-                column + offset,
-                hint=f"write it as {escape}",
-            )
-        return position.diagnostic("unterminated string", line, column, hint="close it with '\"' on the same line")
-    if last is not None and last.type == "_ARROW" and _NODE_TERMINALS & expected:
-        return position.diagnostic("'->' must be followed by a node ($NAME, NAME or *Class)", line, column)
-    if unexpected is not None and unexpected.type in _CLOSERS and not _is_open(state, unexpected.type):
-        return position.diagnostic(
-            f"unexpected '{unexpected}': there is no '{_OPENERS[_CLOSERS[unexpected.type]]}' to close",
-            line,
-            column,
-        )
-    what = _token_words(unexpected) if unexpected is not None else f"character {char!r}"
-    hint = None
-    if unexpected is not None and unexpected.type in ("DEFINE", "NAME") and _VALUE_TERMINALS & expected:
-        hint = f'strings are written in double quotes: "{unexpected}"'
-    if unexpected is None and char == "$" and (_NODE_TERMINALS | _VALUE_TERMINALS) & expected:
-        hint = "'$' must be followed directly by a name, as in $NAME"
-    if unexpected is None and char == "*" and _NODE_TERMINALS & expected:
-        hint = "'*' must be followed directly by a class name, as in *Class"
-    opener = state.open_brackets[-1] if state.open_brackets else None
-    if unexpected is not None and unexpected.type in _CLOSERS and opener and opener.type != _CLOSERS[unexpected.type]:
-        hint = f"the '{opener}' at line {opener.line}, column {opener.column} is still open"
-    if unexpected is not None and unexpected.type == "COMMA" and not state.open_brackets:
-        hint = "',' separates chains inside a group, as in $G( $A, $B ); a statement is one chain"
-    if last is not None and last.type == "_NL":
-        hint = "a statement ends at the end of its line; wrap it in ( ) or end the line with '->'"
-    width = len(str(unexpected)) if unexpected is not None and unexpected.type != "_NL" else 1
-    return position.diagnostic(f"unexpected {what}; expected {_expected_words(expected)}", line, column, width, hint)
-
-
-def _unexpected_end(text: str, expected: set, last: Token | None, state: _ParseState, position: _Positions):
-    if last is not None:  # just after the last token, not on trailing blank lines or comments
-        line, column = last.end_line, last.end_column
-    else:
-        line = text.count("\n") + 1
-        column = len(text) - (text.rfind("\n") + 1) + 1
-    _drop_impossible_closers(expected, state)
-    hint = None
-    if state.open_brackets:
-        opener = state.open_brackets[-1]
-        hint = f"the '{opener}' at line {opener.line}, column {opener.column} is never closed"
-    if last is not None and last.type == "_ARROW":
-        return position.diagnostic("'->' with nothing after it: expected a node", last.line, last.column, 2, hint)
-    return position.diagnostic(f"unexpected end of input; expected {_expected_words(expected)}", line, column, 1, hint)
-
-
-def _drop_impossible_closers(expected: set, state: _ParseState) -> None:
-    """LALR merges states, so Lark may list closers nothing open would match:
-    only the innermost open bracket's closer (and ',' inside one) can come next."""
-    innermost = state.open_brackets[-1].type if state.open_brackets else None
-    expected -= {closer for closer, opener in _CLOSERS.items() if opener != innermost}
-    if innermost is None:
-        expected.discard("COMMA")
-
-
-_STRING_ON_LINE = re.compile(r'"(?:[^"\\\n]|\\[^\n])*"')
-_ESCAPES = {"\t": "\\t", "\r": "\\r", "\f": "\\f", "\b": "\\b"}
-
-
-def _control_character(text: str, start: int) -> tuple[int, str] | None:
-    """A string closed on its line but holding a raw tab (or other control character):
-    the offset of that character from the opening quote, and how to write it."""
-    match = _STRING_ON_LINE.match(text, start)
-    if match is None:
-        return None
-    for offset, char in enumerate(match.group()):
-        if ord(char) < 0x20:
-            return offset, _ESCAPES.get(char, f"\\u{ord(char):04x}")
-    return None
-
-
-def _is_open(state: _ParseState, closer: str) -> bool:
-    return any(token.type == _CLOSERS[closer] for token in state.open_brackets)
-
-
-_NUMBER_TAIL = re.compile(r"[0-9A-Za-z_.+\-]*")
-
-
-def _malformed_number(text: str, last: Token | None, line: int, column: int) -> str | None:
-    """``1e``, ``0x1F``, ``1.2.3``: a number token glued to more number-like text."""
-    if last is None or last.type not in ("INT", "FLOAT") or last.end_line != line or last.end_column != column:
-        return None
-    start = last.start_pos
-    end = _NUMBER_TAIL.match(text, last.end_pos).end()
-    if end == last.end_pos:
-        return None
-    return text[start:end]
-
-
-def _token_words(token: Token) -> str:
-    if token.type == "_NL":
-        return "end of line"
-    if token.type in ("DEFINE", "NAME"):
-        return f"name '{token}'"
-    if token.type in ("INT", "FLOAT"):
-        return f"number {token}"
-    if token.type == "STRING":
-        return "string " + (str(token) if len(token) <= 20 else str(token)[:17] + '..."')
-    return f"'{token}'"
-
-
-def _expected_words(expected: set[str]) -> str:
-    phrases = []
-    if _NODE_TERMINALS & expected:
-        phrases.append("a node ($NAME, NAME or *Class)")
-    if _VALUE_TERMINALS & expected:
-        phrases.append("a value")
-    for terminal, phrase in _TERMINAL_WORDS.items():
-        if terminal in expected and not (terminal in ("LSQB", "LBRACE") and _VALUE_TERMINALS & expected):
-            phrases.append(phrase)
-    return words(phrases) or "something else"
