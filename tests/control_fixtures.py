@@ -20,12 +20,9 @@ import contextlib
 import csv
 import io
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -33,7 +30,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from workspace_fixtures import TINY_DATASET
+from workspace_fixtures import TINY_DATASET, deepleaps_command
+from workspace_fixtures import environment as workspace_environment
 
 from deepleaps.control.client import Client, ControlError
 from deepleaps.control.framing import HEADER
@@ -160,21 +158,8 @@ def write_command_file(
 # ---- processes ------------------------------------------------------------------------------
 
 
-def deepleaps_command() -> list[str]:
-    """The ``deepleaps`` console script of this interpreter's environment."""
-    script = Path(sys.executable).parent / "deepleaps"
-    if script.is_file():
-        return [str(script)]
-    found = shutil.which("deepleaps")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from deepleaps.cli import main; sys.exit(main())"]
-
-
 def environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PYTHONWARNINGS", None)
-    env["PYTHONUNBUFFERED"] = "1"
+    env = workspace_environment()
     # One thread per training: the tests start several, beside other tests.
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     return env
