@@ -7,8 +7,9 @@
         client.send("SET", "optimizer.lr 0.001")
         print(client.send("STATUS")["message"])
 
-Host, port and token come from the workspace (``.deepleaps/control.json``
-and the token file the server wrote) unless given.
+Host, port and token come from the workspace unless given: what the running
+server wrote in ``.deepleaps/`` or, before that, the ``COMMAND_CONTROLLER``
+section of ``resource/configs/default.yaml``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from deepleaps.control.framing import Closed, FrameError, read_frame, write_frame
 
 INFO = Path(".deepleaps") / "control.json"
+COMMAND_FILE = Path("resource/configs/default.yaml")
 
 
 class ControlError(Exception):
@@ -89,10 +93,20 @@ class Client:
 
 
 def _read_info(workspace: Path) -> dict[str, Any]:
+    """Where the training listens: what its server wrote (``.deepleaps/control.json``),
+    else the ``COMMAND_CONTROLLER`` section of the workspace's command file."""
     path = workspace / INFO
-    if not path.is_file():
-        return {}
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    config = workspace / COMMAND_FILE
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        section = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("COMMAND_CONTROLLER") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
         return {}
+    info = {"host": section.get("ipc_host"), "port": section.get("ipc_port")}
+    token_file = Path(section.get("token_file", ".deepleaps/control.token"))
+    info["token_file"] = str(token_file if token_file.is_absolute() else workspace / token_file)
+    return {key: value for key, value in info.items() if value is not None}
