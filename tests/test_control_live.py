@@ -422,3 +422,26 @@ def test_cli_send_status_and_diff_against_the_run(live, workspace, tmp_path):
     assert script["schema"] == "deepleaps.edit/1"
     assert script["base_version"] == version
     assert live.send("STATUS")["version"] == version  # diff is a dry run
+
+
+def test_reload_module_rebuilds_the_model_with_its_weights_and_the_training_goes_on(workspace):
+    path = workspace / "src" / "model" / "SimpleConv.py"
+    original = path.read_text()
+    with_dropout = original.replace(
+        "nn.MaxPool2d(2),\n        )", "nn.MaxPool2d(2),\n            nn.Dropout(0.0),\n        )"
+    )
+    assert with_dropout != original, "the example model changed: update this test"
+    with running(workspace, "reload", throttle=0.05) as training:
+        try:
+            path.write_text("def broken(:\n")
+            broken = training.send("RELOAD_MODULE", "src.model.SimpleConv")
+            path.write_text(with_dropout)
+            reloaded = training.send("RELOAD_MODULE", "src.model.SimpleConv")
+        finally:
+            path.write_text(original)
+        assert not broken["ok"]
+        assert "SyntaxError" in broken["message"] and "the running code is unchanged" in broken["message"]
+        assert reloaded["ok"], reloaded
+        assert "the model (every weight carried over)" in reloaded["message"]
+        rows = training.wait_logged(batch_point(reloaded["point"]) + 3)
+        assert_consecutive(rows)

@@ -289,6 +289,7 @@ def import_module(controller: Controller, payload: str, node: PlanNode, verb: st
     rebuilt = []
     if verb == "RELOAD_MODULE":
         rebuilt = _rebind(controller, module)
+        rebuilt += _rebuild_model(controller, module)
     point = controller.point(node)
     patch_id = controller.record(None, verb, payload, point)
     message = f"imported {module}" + (f"; rebuilt {', '.join(rebuilt)}" if rebuilt else "")
@@ -304,6 +305,18 @@ def _rebind(controller: Controller, module: str) -> list[str]:
     for name in names:
         interpreter.commands[name].load_state_dict(states[name])
     return names
+
+
+def _rebuild_model(controller: Controller, module: str) -> list[str]:
+    """A model whose class the reloaded module defines is rebuilt with its old weights."""
+    container = controller.interpreter.context.container
+    if container is None or type(container.model).__module__ != module:
+        return []
+    from deepleaps.train.container import rebuild_model
+
+    report = rebuild_model(container)
+    details = "; ".join(f"{kind} keys: {', '.join(keys)}" for kind, keys in report.items() if keys)
+    return [f"the model ({details or 'every weight carried over'})"]
 
 
 def add_command_module(controller: Controller, payload: str, node: PlanNode) -> Reply:

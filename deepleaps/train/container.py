@@ -214,3 +214,46 @@ class TrainerContainer:
         value = correct / max(total, 1) if metric == "accuracy" else loss_sum / max(total, 1)
         self.metrics[f"{name}_{metric}"] = value
         return value
+
+
+def rebuild_model(container: TrainerContainer) -> dict[str, list[str]]:
+    """Build the model again from the configuration (its class reloaded), give it the old
+    weights and let the optimizer carry on with the new parameters (DESIGN §7).
+
+    Returns the keys that did not carry over: ``missing`` (new, freshly initialised),
+    ``unexpected`` (gone) and ``mismatched`` (a different shape: freshly initialised).
+    """
+    old = container.model
+    new = build(container.config["model"], container.root).to(container.device)
+    new.train(old.training)
+    old_state, new_state = old.state_dict(), new.state_dict()
+    mismatched = [k for k in old_state.keys() & new_state.keys() if old_state[k].shape != new_state[k].shape]
+    carried = {k: v for k, v in old_state.items() if k in new_state and k not in mismatched}
+    result = new.load_state_dict(carried, strict=False)
+    report = {
+        "missing": sorted(set(result.missing_keys) - set(mismatched)),
+        "unexpected": sorted(old_state.keys() - new_state.keys()),
+        "mismatched": sorted(mismatched),
+    }
+    old_parameters, new_parameters = dict(old.named_parameters()), dict(new.named_parameters())
+    replacement = {
+        id(parameter): new_parameters[name]
+        for name, parameter in old_parameters.items()
+        if name in new_parameters and name not in mismatched
+    }
+    optimizer = container.optimizer
+    kept = set()
+    for group in optimizer.param_groups:
+        group["params"] = [replacement[id(p)] for p in group["params"] if id(p) in replacement]
+        kept.update(id(p) for p in group["params"])
+    fresh = [p for p in new.parameters() if id(p) not in kept]
+    if fresh:
+        optimizer.param_groups[0]["params"].extend(fresh)
+    state = {}
+    for parameter, values in optimizer.state.items():
+        if id(parameter) in replacement:
+            state[replacement[id(parameter)]] = values
+    optimizer.state.clear()
+    optimizer.state.update(state)
+    container.model = new
+    return report
