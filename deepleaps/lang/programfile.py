@@ -50,6 +50,14 @@ SETTINGS = ("COMMAND_CONTROLLER", "RUN")
 DEFINE_KEYS = ("command", "args", "required", "repeat", "finish", "run_cycle", "inherit", "base_path", "on_error")
 
 
+def find_file(path: str, roots: Iterable[Path]) -> tuple[Path | None, list[Path]]:
+    """The first existing file of ``path`` (absolute, or relative to each of ``roots``
+    in turn) and every place looked in (a folder given twice is looked in once)."""
+    candidates = [Path(path)] if Path(path).is_absolute() else [Path(root) / path for root in roots]
+    candidates = list(dict.fromkeys(candidates))
+    return next((candidate for candidate in candidates if candidate.is_file()), None), candidates
+
+
 @attrs.frozen
 class ArgsFile:
     """``args`` given as the path of a YAML file, read when the command is built."""
@@ -59,15 +67,13 @@ class ArgsFile:
 
     def load(self, roots: Iterable[Path], source: SourceText | None = None) -> dict:
         """Read the file, looking in each of ``roots`` in turn (relative paths)."""
-        candidates = [Path(self.path)] if Path(self.path).is_absolute() else [Path(r) / self.path for r in roots]
-        candidates = list(dict.fromkeys(candidates))  # the same folder given twice is looked in once
-        for candidate in candidates:
-            if candidate.is_file():
-                document = load_yaml(candidate)
-                data = document.data if document.data is not None else {}
-                if not isinstance(data, dict):
-                    raise ProgramError([error(f"args file '{candidate}' must hold a mapping", self.span, source)])
-                return data
+        found, candidates = find_file(self.path, roots)
+        if found is not None:
+            document = load_yaml(found)
+            data = document.data if document.data is not None else {}
+            if not isinstance(data, dict):
+                raise ProgramError([error(f"args file '{found}' must hold a mapping", self.span, source)])
+            return data
         looked = ", ".join(str(c) for c in candidates)
         raise ProgramError([error(f"args file not found: '{self.path}' (looked in {looked})", self.span, source)])
 
@@ -134,8 +140,7 @@ def merge_loaded(program_file: ProgramFile, roots: Iterable[Path]) -> ProgramFil
     for call in program_file.verbs:
         if call.verb != "LOAD":
             continue
-        candidates = [Path(str(call.argument))] + [Path(root) / str(call.argument) for root in roots]
-        path = next((candidate for candidate in candidates if candidate.is_file()), None)
+        path, _ = find_file(str(call.argument), (Path("."), *roots))
         if path is None:
             message = f"LOAD: no command file '{call.argument}'"
             raise ProgramError([error(message, call.span, program_file.source)])

@@ -303,8 +303,12 @@ class Interpreter:
         command = self.commands[node.name]
         self.context.node = node
         if node.name in self._dynamic:
-            command.args, command.extra = self._arguments(self.registry.get(node.command), node.args, resolve=True)
+            self._resolve_arguments(command, node)
         return command
+
+    def _resolve_arguments(self, command: Command, node: PlanNode) -> None:
+        """Arguments that hold variables take their values when the node runs."""
+        command.args, command.extra = self._arguments(self.registry.get(node.command), node.args, resolve=True)
 
     def _run_leaf(self, node: PlanNode) -> None:
         command = self._prepare(node)
@@ -403,8 +407,7 @@ class Interpreter:
                     try:
                         ctx.node = child
                         if dynamic:
-                            spec = self.registry.get(child.command)
-                            command.args, command.extra = self._arguments(spec, child.args, resolve=True)
+                            self._resolve_arguments(command, child)
                         state.step += 1
                         state.total_step += 1
                         command.run(ctx)
