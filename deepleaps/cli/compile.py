@@ -226,7 +226,8 @@ def _write(output: str | None, data: str | bytes) -> None:
     if output is None:
         if isinstance(data, bytes):
             sys.stdout.flush()
-            click.get_binary_stream("stdout").write(data)
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
         else:
             click.echo(data, nl=False)
         return
