@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -93,3 +94,11 @@ def test_the_console_script_runs(tmp_path):
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "deepleaps"]
     result = subprocess.run([*command, "fmt", str(path)], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (0, CANONICAL)
+
+
+def test_the_example_workspace_program_is_canonical():
+    """`deepleaps init` writes a command file that `deepleaps fmt --check` accepts."""
+    template = resources.files("deepleaps.workspace").joinpath("template", "resource", "configs", "default.yaml")
+    with resources.as_file(template) as path:
+        result = fmt("--check", str(path))
+    assert result.exit_code == 0, result.output
