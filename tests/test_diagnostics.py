@@ -11,6 +11,7 @@ import json
 import pytest
 
 from deepleaps.lang import MAX_NESTING, Diagnostic, ProgramError, Span, parse
+from deepleaps.lang.diagnostics import describe
 
 
 def rendered(text: str | bytes, filename: str = "train.dl") -> str:
@@ -590,3 +591,10 @@ def test_caret_width_follows_the_span_and_tabs_show_as_spaces():
 
 def test_a_byte_order_mark_is_not_part_of_the_program():
     assert parse(b"\xef\xbb\xbf$root( $A )") == parse("$root( $A )")
+
+
+def test_described_inside_another_message_a_program_error_has_no_second_severity():
+    located = ProgramError([Diagnostic("bad value", Span("a.dl", 1, 2, 1, 3), "xyz", hint="try 1")])
+    assert describe(located) == "a.dl:1:2: bad value\n    xyz\n     ^\n  = try 1"
+    assert describe(ProgramError([Diagnostic("no such optimizer")])) == "no such optimizer"
+    assert describe(ValueError("boom")) == "ValueError: boom"

@@ -21,7 +21,7 @@ import pytest
 
 import deepleaps.runtime.commands  # noqa: F401  (registers the built-in commands)
 from deepleaps.compiler import REGISTRY, Compiled, Kind, OnError, compile_plan, compile_source, resolve
-from deepleaps.lang import parse
+from deepleaps.lang import Diagnostic, ProgramError, parse
 from deepleaps.lang.programfile import load_program_file
 from deepleaps.runtime import Command, Context, Interpreter, NodeFailed, RunStopped
 
@@ -77,6 +77,17 @@ class Boom(Command):
         ctx.variables["trace"].append(("boom", self.node.name, total_step))
         if not self.args.at or total_step in self.args.at:
             raise ValueError(f"boom at run {total_step}")
+
+
+@RULES.register
+class Mistake(Command):
+    """Reports a user's mistake, as a command that builds something from a configuration does."""
+
+    name = "Mistake"
+    kind = Kind.LEAF
+
+    def run(self, ctx: Context) -> None:
+        raise ProgramError([Diagnostic("'Adamm' is not an optimizer")])
 
 
 @RULES.register
@@ -468,6 +479,11 @@ def test_on_error_stop_raises_node_failed_with_the_node_path():
     assert path == "root/G/Bad"
     assert message == "node root/G/Bad failed: ValueError: boom at run 2"
     assert cause is ValueError
+
+
+def test_a_users_mistake_stops_the_run_with_its_message_once():
+    trace = run_both("$root( $G( *Mistake ) )")
+    assert trace[-1] == ("raised", "NodeFailed", "node root/G/Mistake failed: 'Adamm' is not an optimizer")
 
 
 def test_on_error_stop_reports_the_path_through_an_inlined_graph():

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from workspace_fixtures import (  # noqa: F401  (small_workspace is a fixture)
     BATCHES_PER_EPOCH,
+    TINY_TRAINER,
     describe,
     run_deepleaps,
     run_directories,
@@ -269,6 +271,21 @@ def test_a_failing_command_stops_the_run_with_its_node_path(small_workspace: Pat
     assert "Traceback" not in result.stderr
     (run_dir,) = run_directories(small_workspace, "flaky")
     assert checkpoints(run_dir) == []
+
+
+def test_a_mistake_in_the_trainer_configuration_is_reported_once_without_a_traceback(small_workspace: Path):  # noqa: F811
+    trainer, misspelt = "resource/configs/trainer/Misspelt.yaml", {**TINY_TRAINER, "optimizer": {"name": "Adamm"}}
+    (small_workspace / trainer).write_text(yaml.safe_dump(misspelt), encoding="utf-8")
+    loader = {"command": "TrainerContainerLoaderCommand", "args": trainer, "finish": True}
+    config = write_command_file(small_workspace, "misspelt.yaml", define={"TRAINER_CONTAINER_LOAD": loader})
+    result = run_deepleaps(small_workspace, "run", "--config", config, "--name", "misspelt")
+    assert result.returncode == 1, describe(result)
+    message = "node root/TRAINER_CONTAINER_LOAD failed: 'Adamm' is neither a module path nor a name in torch.optim"
+    assert result.stderr.splitlines()[-1] == f"error: {message}"
+    (run_dir,) = run_directories(small_workspace, "misspelt")
+    log = (run_dir / "run.log").read_text()
+    assert f"ERROR deepleaps: {message}\n" in log
+    assert "Traceback" not in log
 
 
 def test_on_error_skip_lets_the_run_finish(small_workspace: Path):  # noqa: F811

@@ -30,7 +30,7 @@ from deepleaps.control.journal import FILE as JOURNAL
 from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.server import ControlServer, ServerSettings
 from deepleaps.lang import ProgramError, format_program
-from deepleaps.lang.diagnostics import error
+from deepleaps.lang.diagnostics import describe, error
 from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded
 from deepleaps.runtime import Interpreter, NodeFailed, RunStopped
 from deepleaps.train.checkpoint import CheckpointStore, set_rng_state
@@ -115,7 +115,7 @@ class App:
                 except Exception as exc:  # any import failure is the user's module
                     problems.append(
                         error(
-                            f"cannot import '{call.argument}': {type(exc).__name__}: {exc}",
+                            f"cannot import '{call.argument}': {describe(exc)}",
                             call.span,
                             self.program_file.source,
                         )
@@ -225,7 +225,8 @@ class App:
         try:
             interpreter.run()
         except NodeFailed as failure:
-            log.error("%s", failure, exc_info=failure.error)
+            # A user's mistake says all in its message; anything else gets its traceback in run.log.
+            log.error("%s", failure, exc_info=None if isinstance(failure.error, ProgramError) else failure.error)
             print(f"error: {failure}", file=sys.stderr)
             return EXIT_FAILED
         except RunStopped:

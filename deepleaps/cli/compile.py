@@ -19,7 +19,7 @@ from deepleaps.compiler.passes import PASSES
 from deepleaps.compiler.registry import Registry
 from deepleaps.compiler.views import plan_to_data, plan_tree
 from deepleaps.lang import ProgramError
-from deepleaps.lang.diagnostics import Diagnostic, decode_utf8, error
+from deepleaps.lang.diagnostics import Diagnostic, decode_utf8, describe, error
 from deepleaps.lang.programfile import ProgramFile, load_program_file
 
 #: Exit status for usage errors and a missing Graphviz (click uses 2 for usage too).
@@ -172,7 +172,7 @@ def _import_modules(program_file: ProgramFile, registry: Registry) -> list[Diagn
             with _on_path(Path.cwd()):
                 registry.import_module(module)
         except Exception as exc:  # whatever the module raises while importing is the user's
-            message = f"cannot import module '{module}': {type(exc).__name__}: {exc}"
+            message = f"cannot import module '{module}': {describe(exc)}"
             problems.append(error(message, call.span, program_file.source))
     return problems
 

@@ -32,7 +32,7 @@ from deepleaps.compiler.check import check_plan
 from deepleaps.control import editscript
 from deepleaps.control.journal import Journal
 from deepleaps.lang import ProgramError
-from deepleaps.lang.diagnostics import Diagnostic, SourceText, error
+from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, error
 from deepleaps.lang.programfile import Definition
 from deepleaps.runtime.interpreter import Interpreter
 
@@ -199,7 +199,7 @@ class Controller:
             reply = failure(request.verb, problem)
         except Exception as problem:  # a bug or an environment failure: report, never kill the run
             log.exception("%s failed", request.verb)
-            reply = failure(request.verb, f"{type(problem).__name__}: {problem}")
+            reply = failure(request.verb, describe(problem))
         if not reply.ok:
             log.warning("%s rejected: %s", request.verb, reply.message)
         request.future.set_result(reply)
@@ -276,7 +276,9 @@ class Controller:
 
             reply = verbs.replay(self, entry, node)
             if not reply.ok:
-                raise RuntimeError(f"journal entry {entry['id']} ({entry['verb']}) failed on replay: {reply.message}")
+                reason = describe(ProgramError(reply.errors)) if reply.errors else reply.message
+                message = f"journal entry {entry['id']} ({entry['verb']}) failed on replay: {reason}"
+                raise ProgramError([Diagnostic(message)])
 
     # ---- monitor ---------------------------------------------------------------------------
 

@@ -43,9 +43,11 @@ class Diagnostic:
     severity: str = "error"
     hint: str | None = None
 
-    def render(self) -> str:
+    def render(self, *, severity: bool = True) -> str:
+        """``file:line:col: error: message``, the line with a caret, the hint; without ``error:`` when
+        ``severity`` is false (for a message whose own prefix says it already)."""
         location = f"{self.span}: " if self.span else ""
-        lines = [f"{location}{self.severity}: {self.message}"]
+        lines = [f"{location}{self.severity}: {self.message}" if severity else f"{location}{self.message}"]
         if self.span and self.source_line is not None:
             lines.extend(_excerpt(self.source_line, self.span))
         if self.hint:
@@ -95,6 +97,19 @@ class ProgramError(Exception):
     @property
     def first(self) -> Diagnostic:
         return self.diagnostics[0]
+
+
+def describe(problem: BaseException) -> str:
+    """What went wrong, to follow the prefix of another message (``node X failed: …``).
+
+    A :class:`ProgramError` is a user's mistake and says so in its own words: its
+    diagnostics without their severity, which the message around them gives once.
+    Any other exception is named by its type, which tells a bug or a failing
+    environment apart from a mistake in the input.
+    """
+    if isinstance(problem, ProgramError):
+        return "\n".join(diagnostic.render(severity=False) for diagnostic in problem.diagnostics)
+    return f"{type(problem).__name__}: {problem}"
 
 
 class InternalError(Exception):

@@ -41,6 +41,7 @@ import attrs
 
 from deepleaps.compiler.plan import Kind, OnError, Plan, PlanNode
 from deepleaps.compiler.registry import REGISTRY, Registry
+from deepleaps.lang.diagnostics import describe
 from deepleaps.runtime.command import Command
 from deepleaps.runtime.context import Context, has_variables
 
@@ -59,7 +60,7 @@ class NodeFailed(Exception):
     def __init__(self, path: str, error: BaseException):
         self.path = path
         self.error = error
-        super().__init__(f"node {path} failed: {type(error).__name__}: {error}")
+        super().__init__(f"node {path} failed: {describe(error)}")
 
 
 @attrs.define(slots=True)
@@ -489,6 +490,6 @@ class Interpreter:
         path = self.plan.path(node.name)
         if node.on_error is OnError.STOP:
             raise NodeFailed(path, error) from error
-        log.warning("node %s failed: %s: %s (on_error: %s)", path, type(error).__name__, error, node.on_error.value)
+        log.warning("node %s failed: %s (on_error: %s)", path, describe(error), node.on_error.value)
         if node.on_error is OnError.REMOVE:
             self.install(self.plan.without(node.name))
