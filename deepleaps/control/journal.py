@@ -23,6 +23,7 @@ class Journal:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.path.touch()  # every run has one, empty while nothing changed
 
     def write(self, entry: dict[str, Any]) -> None:
         """Append one entry and flush it to disk before the change is replied."""
