@@ -68,7 +68,7 @@ def assert_seed_layout(workspace: Path) -> None:
 
 
 def assert_checkpoint(path: Path) -> dict:
-    """``path`` loads and holds what DESIGN §9 promises."""
+    """``path`` loads and holds what docs/design.md §9 promises."""
     payload = load(path)
     assert {"modules", "states", "rng", "position", "program"} <= payload.keys()
     assert {"MODEL", "OPTIMIZER"} <= payload["modules"].keys()

@@ -1,4 +1,4 @@
-"""Experiment directories (DESIGN §9): one per run, in mode new, resume or finetuning.
+"""Experiment directories (docs/design.md §9): one per run, in mode new, resume or finetuning.
 
 ``<output>/<name>/run-0001/`` holds ``run.log``, ``program.dl`` (the program
 the run started with), ``command.yaml`` (the command file), ``metrics.csv``,

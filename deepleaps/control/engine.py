@@ -1,4 +1,4 @@
-"""The patch engine: requests from the socket become changes applied at safe points (DESIGN §6).
+"""The patch engine: requests from the socket become changes applied at safe points (docs/design.md §6).
 
 Requests arrive on server threads; the dry-run verbs (``STATUS``, ``DOT``,
 ``DIFF``) are answered there from the immutable running plan, everything

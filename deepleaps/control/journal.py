@@ -1,4 +1,4 @@
-"""The journal: every applied change as a JSON line in the run directory (DESIGN §6).
+"""The journal: every applied change as a JSON line in the run directory (docs/design.md §6).
 
 Each line holds the patch id, the verb, its text, the edit script (for plan
 changes) and the point where it took effect. ``deepleaps run --replay``

@@ -1,4 +1,4 @@
-"""What each verb of the control channel does (DESIGN §5).
+"""What each verb of the control channel does (docs/design.md §5).
 
 Queued verbs are functions ``(controller, payload, node) -> Reply`` run at a
 safe point on the interpreter's thread; immediate verbs ``(controller,

@@ -26,7 +26,7 @@ from deepleaps.lang import ast
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError, SourceText, decode_utf8, did_you_mean, error
 from deepleaps.lang.parser import Locate, parse, parse_value
 
-#: Top-level keys that are verbs (DESIGN §5): their lists are applied in file order.
+#: Top-level keys that are verbs (docs/design.md §5): their lists are applied in file order.
 VERBS = (
     "ADD",
     "LOAD",

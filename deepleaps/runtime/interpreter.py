@@ -1,4 +1,4 @@
-"""The interpreter: runs a Plan, node by node, step by step (DESIGN §4).
+"""The interpreter: runs a Plan, node by node, step by step (docs/design.md §4).
 
 - A graph's activation runs ``repeat`` steps (-1: until stopped or, for a
   loader, until its data runs out); each step runs its prologue (once) and

@@ -1,4 +1,4 @@
-"""Built-in training commands, under the seed's names (DESIGN §4)."""
+"""Built-in training commands, under the seed's names (docs/design.md §4)."""
 
 from __future__ import annotations
 
