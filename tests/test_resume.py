@@ -11,6 +11,7 @@ are covered in test_train_e2e.py.)
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -155,6 +156,7 @@ def test_resume_after_checkpoint_kill_or_signal(small_workspace, configs, refere
             stdout, stderr = process.communicate(timeout=60)
             assert process.returncode == 130, f"exit {process.returncode}\n{stdout}\n{stderr}"
             assert "Traceback" not in stderr
+            assert re.search(r"stopped after checkpoint \d{6}; `deepleaps run --mode resume` goes on from it", stderr)
     finally:
         if process.poll() is None:
             process.kill()

@@ -33,7 +33,7 @@ from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import error
 from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded, with_overrides
 from deepleaps.runtime import Interpreter, NodeFailed, RunStopped
-from deepleaps.train.checkpoint import CheckpointStore, set_rng_state
+from deepleaps.train.checkpoint import CheckpointRef, CheckpointStore, set_rng_state
 
 log = logging.getLogger("deepleaps")
 
@@ -259,6 +259,12 @@ class App:
                 signal.signal(sig, handler)
             self._close_log()
         if interrupted.is_set():
+            latest = interpreter.context.variables.get("latest")
+            if isinstance(latest, CheckpointRef):
+                print(
+                    f"stopped after checkpoint {latest.id}; `deepleaps run --mode resume` goes on from it",
+                    file=sys.stderr,
+                )
             return EXIT_INTERRUPTED
         missed = self.controller.unreplayed() if self.controller is not None else []
         if missed:
