@@ -1,4 +1,4 @@
-"""Checkpoints a crash never leaves corrupt (DESIGN §9): atomic writes, the store, SIGKILL at random times."""
+"""Checkpoints a crash never leaves corrupt (docs/design.md §9): atomic writes, the store, SIGKILL at random times."""
 
 from __future__ import annotations
 

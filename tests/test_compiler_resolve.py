@@ -1,4 +1,4 @@
-"""Name resolution (DESIGN §3): what each way of naming a node creates or reuses."""
+"""Name resolution (docs/design.md §3): what each way of naming a node creates or reuses."""
 
 from __future__ import annotations
 

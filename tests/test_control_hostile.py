@@ -1,4 +1,4 @@
-"""The control server against bad, slow, unauthorised and too many clients (DESIGN §5).
+"""The control server against bad, slow, unauthorised and too many clients (docs/design.md §5).
 
 One training in token mode (``read_timeout: 1``, ``max_clients: 24``) takes
 all of it; after each test it must still answer and still train. Loopback

@@ -1,4 +1,4 @@
-"""The control channel against real trainings: real processes, real sockets (DESIGN §5, §6).
+"""The control channel against real trainings: real processes, real sockets (docs/design.md §5, §6).
 
 The seed's client (with STOP) and replay get trainings of their own and come
 first; the other tests share one endless training (token mode,

@@ -1,4 +1,4 @@
-"""Edit scripts (DESIGN §6): ``diff`` and ``apply`` over source plans, and their JSON form.
+"""Edit scripts (docs/design.md §6): ``diff`` and ``apply`` over source plans, and their JSON form.
 
 Pairs of programs come from two generators: random program texts (trees of
 ``*Graph``, ``*IterateCommand[data=$xs]`` loaders and ``*PrintCommand`` leaves,

@@ -1,4 +1,4 @@
-"""The run rules of DESIGN §4 and of the interpreter's docstring, as exact event traces.
+"""The run rules of docs/design.md §4 and of the interpreter's docstring, as exact event traces.
 
 Each test compiles a small program whose leaves are recording commands and
 asserts the exact sequence of events they record, the way Ignite's engine

@@ -1,4 +1,4 @@
-"""Hot reload of a model's module (DESIGN §7): rebuilt, old weights kept, optimizer goes on."""
+"""Hot reload of a model's module (docs/design.md §7): rebuilt, old weights kept, optimizer goes on."""
 
 from __future__ import annotations
 

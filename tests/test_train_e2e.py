@@ -20,7 +20,11 @@ import yaml
 from workspace_fixtures import (  # noqa: F401  (small_workspace is a fixture)
     BATCHES_PER_EPOCH,
     TINY_TRAINER,
+    assert_same_tensors,
+    checkpoints,
     describe,
+    load,
+    model_of,
     run_deepleaps,
     run_directories,
     small_workspace,
@@ -65,26 +69,8 @@ def assert_seed_layout(workspace: Path) -> None:
     assert len(list((workspace / "exampleDataset").glob("*.jpg"))) > 3
 
 
-def checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("*.pt"))
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def model_of(path: Path) -> dict[str, torch.Tensor]:
-    return load(path)["modules"]["MODEL"]
-
-
-def assert_same_tensors(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
-    assert first.keys() == second.keys()
-    different = [key for key in first if not torch.equal(first[key], second[key])]
-    assert not different, f"tensors differ: {different}"
-
-
 def assert_checkpoint(path: Path) -> dict:
-    """``path`` loads and holds what DESIGN §9 promises."""
+    """``path`` loads and holds what docs/design.md §9 promises."""
     payload = load(path)
     assert {"modules", "states", "rng", "position", "program"} <= payload.keys()
     assert {"MODEL", "OPTIMIZER"} <= payload["modules"].keys()
@@ -332,8 +318,9 @@ def test_sigint_finishes_the_step_and_exits_130(small_workspace: Path):  # noqa:
     assert store.latest().path.is_file()
     assert [entry["file"] for entry in store.meta()["checkpoints"]] == [path.name for path in files]
     assert not list((run_dir / "checkpoints").glob(".*.tmp")), "a temporary checkpoint file was left behind"
-    # An epoch stops whole: every epoch that logged its metrics also wrote its checkpoint.
-    assert len(csv_rows(run_dir / "epochs.csv")) == len(files)
+    # Every epoch that logged its metrics wrote its checkpoint, and the stop one more, at a safe point.
+    assert len(files) == len(csv_rows(run_dir / "epochs.csv")) + 1
+    assert load(files[-1])["position"][-1] in ("TRAINING_LOADER", "TRAINING_BATCH")
 
 
 # ---- (g) the embedding API ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from deepleaps.workspace import make_workspace
@@ -189,6 +190,27 @@ def run_directories(workspace: Path, name: str) -> list[Path]:
     """The run directories of ``RUN.name`` ``name``, oldest first."""
     folder = workspace / "resource" / "output" / name
     return sorted(path for path in folder.glob("run-*") if path.is_dir())
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("*.pt"))
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def model_of(path: Path) -> dict[str, torch.Tensor]:
+    return load(path)["modules"]["MODEL"]
+
+
+def assert_same_tensors(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    different = [key for key in first if not torch.equal(first[key], second[key])]
+    assert not different, f"tensors differ: {different}"
 
 
 def describe(result: subprocess.CompletedProcess) -> str:

@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,9 @@ from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.server import ControlServer, ServerSettings
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import describe, error
-from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded
+from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded, with_overrides
 from deepleaps.runtime import Interpreter, NodeFailed, RunStopped
-from deepleaps.train.checkpoint import CheckpointStore, set_rng_state
+from deepleaps.train.checkpoint import CheckpointRef, CheckpointStore, set_rng_state
 
 log = logging.getLogger("deepleaps")
 
@@ -76,6 +76,7 @@ class App:
         serve: bool = True,
         port: int | None = None,
         replay: str | Path | None = None,
+        sets: Sequence[str] = (),
         **overrides,
     ):
         self.workspace = Path(workspace).resolve()
@@ -84,7 +85,7 @@ class App:
         if str(self.workspace) not in sys.path:
             sys.path.insert(0, str(self.workspace))
         roots = (self.workspace, self.config_path.parent)
-        self.program_file = merge_loaded(load_program_file(self.config_path), roots)
+        self.program_file = with_overrides(merge_loaded(load_program_file(self.config_path), roots), sets)
         self.settings = RunSettings.from_file(self.program_file, **overrides)
         self.registry = REGISTRY
         self._import_modules()
@@ -95,8 +96,11 @@ class App:
         self.interpreter: Interpreter | None = None
         self.controller: Controller | None = None
         self.server: ControlServer | None = None
+        # Checked before a run directory exists: a refused setting leaves nothing behind.
+        self.server_settings = ServerSettings.from_section(
+            self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=port
+        )
         self._serve = serve
-        self._port = port
         self._replay = read_journal(replay) if replay is not None else []
 
     @staticmethod
@@ -128,12 +132,25 @@ class App:
     def prepare(self) -> Interpreter:
         """Open the run directory and build the interpreter (``run`` calls this)."""
         settings = self.settings
-        output = Path(settings.output)
-        output = output if output.is_absolute() else self.workspace / output
-        source = Path(settings.source) if settings.source else None
+        output = self.workspace / settings.output  # an absolute output stays as it is
+        source = self.workspace / settings.source if settings.source else None
         self.experiment = experiment = open_experiment(output, settings.name, settings.mode, source)
+        self._log_to(experiment.directory / "run.log")
+        if experiment.passed_over:
+            names = ", ".join(path.name for path in experiment.passed_over)
+            note = f"resuming {experiment.directory.name}, the newest run with a checkpoint ({names}: none)"
+            log.info("%s", note)
+            print(note, file=sys.stderr)
+        try:
+            return self._prepare(experiment)
+        except BaseException as problem:
+            log.error("the run could not start: %s", _describe(problem), exc_info=not isinstance(problem, ProgramError))
+            self._shutdown()
+            self._close_log()
+            raise
+
+    def _prepare(self, experiment: Experiment) -> Interpreter:
         directory = experiment.directory
-        self._log_to(directory / "run.log")
         program_text = "".join(format_program(program) for program in self.program_file.defaults)
         if experiment.mode is not Mode.RESUME:
             (directory / "program.dl").write_text(program_text, encoding="utf-8")
@@ -155,9 +172,7 @@ class App:
 
     def _control(self, interpreter: Interpreter, directory: Path) -> None:
         """The patch engine (always: it keeps the monitor file and replays journals) and its server."""
-        settings = ServerSettings.from_section(
-            self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=self._port
-        )
+        settings = self.server_settings
         self.controller = Controller(
             interpreter,
             self.compiled.source,
@@ -204,8 +219,8 @@ class App:
     def run(self, *, handle_signals: bool | None = None) -> int:
         """Run to the end; the exit status (0 done, 1 a node failed, 130 stopped by a signal).
 
-        Ctrl-C (SIGINT) and SIGTERM finish the current step and stop cleanly; a
-        second Ctrl-C interrupts at once.
+        Ctrl-C (SIGINT) and SIGTERM stop at the next safe point as ``STOP`` does,
+        after a checkpoint the run can resume from; a second Ctrl-C interrupts at once.
         """
         interpreter = self.interpreter or self.prepare()
         if handle_signals is None:
@@ -218,8 +233,12 @@ class App:
                 if interrupted.is_set():
                     raise KeyboardInterrupt
                 interrupted.set()
-                print("\nstopping after the current step (Ctrl-C again to interrupt now)", file=sys.stderr)
-                interpreter.request_stop()
+                print(
+                    "\nstopping after the current step, with a checkpoint (Ctrl-C again to interrupt now)",
+                    file=sys.stderr,
+                )
+                self.controller.request("STOP", signal.Signals(signum).name, origin="signal")
+                interpreter.request_stop()  # stops even if the checkpoint fails: the hooks run first
 
             previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -231,14 +250,22 @@ class App:
             return EXIT_FAILED
         except RunStopped:
             pass
+        except Exception as problem:  # not a node's failure: resuming, the control channel …
+            log.error("the run failed: %s", _describe(problem), exc_info=problem)
+            print(f"error: {_describe(problem)}", file=sys.stderr)
+            return EXIT_FAILED
         finally:
             self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if hasattr(self, "_handler"):
-                logging.getLogger("deepleaps").removeHandler(self._handler)
-                self._handler.close()
+            self._close_log()
         if interrupted.is_set():
+            latest = interpreter.context.variables.get("latest")
+            if isinstance(latest, CheckpointRef):
+                print(
+                    f"stopped after checkpoint {latest.id}; `deepleaps run --mode resume` goes on from it",
+                    file=sys.stderr,
+                )
             return EXIT_INTERRUPTED
         missed = self.controller.unreplayed() if self.controller is not None else []
         if missed:
@@ -250,6 +277,13 @@ class App:
             print(f"error: {message}", file=sys.stderr)
             return EXIT_FAILED
         return EXIT_OK
+
+    def _close_log(self) -> None:
+        handler = getattr(self, "_handler", None)
+        if handler is not None:
+            logging.getLogger("deepleaps").removeHandler(handler)
+            handler.close()
+            self._handler = None
 
     def _shutdown(self) -> None:
         if self.controller is not None:
@@ -264,6 +298,13 @@ class App:
         handle = RunHandle(self)
         handle.thread.start()
         return handle
+
+
+def _describe(problem: BaseException) -> str:
+    """A problem in one line of text: diagnostics as rendered, anything else with its type."""
+    if isinstance(problem, ProgramError):
+        return problem.render()
+    return f"{type(problem).__name__}: {problem}"
 
 
 class RunHandle:

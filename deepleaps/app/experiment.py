@@ -1,4 +1,4 @@
-"""Experiment directories (DESIGN §9): one per run, in mode new, resume or finetuning.
+"""Experiment directories (docs/design.md §9): one per run, in mode new, resume or finetuning.
 
 ``<output>/<name>/run-0001/`` holds ``run.log``, ``program.dl`` (the program
 the run started with), ``command.yaml`` (the command file), ``metrics.csv``,
@@ -32,6 +32,8 @@ class Experiment:
     mode: Mode
     #: The checkpoint to start from: resume's own latest, finetuning's source, else None.
     start_from: CheckpointRef | None
+    #: Newer runs that resume passed over because they have no checkpoint (a failed start).
+    passed_over: tuple[Path, ...] = ()
 
 
 def _runs(folder: Path) -> list[Path]:
@@ -50,13 +52,7 @@ def open_experiment(output: Path, name: str, mode: Mode | str, source: Path | No
     mode = Mode(mode)
     folder = output / name
     if mode is Mode.RESUME:
-        directory = source or (_runs(folder)[-1] if _runs(folder) else None)
-        if directory is None or not directory.is_dir():
-            raise ProgramError([Diagnostic(f"nothing to resume: no run in '{folder}'")])
-        latest = CheckpointStore(directory).latest()
-        if latest is None:
-            raise ProgramError([Diagnostic(f"nothing to resume: '{directory}' has no checkpoint")])
-        return Experiment(directory, mode, latest)
+        return _resume(folder, source)
     start_from = None
     if mode is Mode.FINETUNING:
         if source is None:
@@ -69,3 +65,22 @@ def open_experiment(output: Path, name: str, mode: Mode | str, source: Path | No
     directory = folder / f"run-{number:04d}"
     directory.mkdir(parents=True)
     return Experiment(directory, mode, start_from)
+
+
+def _resume(folder: Path, source: Path | None) -> Experiment:
+    """The named run, or else the newest run that has a checkpoint: a run that failed before
+    its first checkpoint is passed over, never resumed."""
+    if source is not None:
+        if not source.is_dir():
+            raise ProgramError([Diagnostic(f"nothing to resume: no run directory '{source}'")])
+        latest = CheckpointStore(source).latest()
+        if latest is None:
+            raise ProgramError([Diagnostic(f"nothing to resume: '{source}' has no checkpoint")])
+        return Experiment(source, Mode.RESUME, latest)
+    runs = _runs(folder)
+    for index in range(len(runs) - 1, -1, -1):
+        latest = CheckpointStore(runs[index]).latest()
+        if latest is not None:
+            return Experiment(runs[index], Mode.RESUME, latest, tuple(runs[index + 1 :]))
+    where = f"no run in '{folder}'" if not runs else f"no run in '{folder}' has a checkpoint"
+    raise ProgramError([Diagnostic(f"nothing to resume: {where}")])

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from deepleaps.cli.common import reporting
+from deepleaps.lang import ProgramError
 
 
 @click.command()
@@ -32,7 +33,14 @@ def init(directory: str) -> None:
 @click.option("--port", type=int, help="Overrides COMMAND_CONTROLLER.ipc_port (0: any free port).")
 @click.option("--no-server", is_flag=True, help="Do not open the control socket.")
 @click.option("--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply a run's journal.jsonl.")
-def run(config, mode, source, name, seed, device, port, no_server, replay):
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NODE.ARGUMENT=VALUE",
+    help="Override a DEFINE entry for this run, e.g. TRAINING_LOADER.repeat=200 (repeatable).",
+)
+def run(config, mode, source, name, seed, device, port, no_server, replay, sets):
     """Run the DEFAULT program of a workspace's command file."""
     if not Path(config).is_file():
         raise click.UsageError(f"no command file '{config}' (run in a workspace, or give --config)")
@@ -44,13 +52,20 @@ def run(config, mode, source, name, seed, device, port, no_server, replay):
             serve=not no_server,
             port=port,
             replay=replay,
+            sets=sets,
             mode=mode,
             source=source,
             name=name,
             seed=seed,
             device=device,
         )
-        app.prepare()
+        try:
+            app.prepare()
+        except ProgramError:
+            raise
+        except Exception as problem:  # already in the run's log, with its traceback
+            click.echo(f"error: the run could not start: {type(problem).__name__}: {problem}", err=True)
+            sys.exit(1)
         click.echo(f"run directory: {app.experiment.directory}", err=True)
         status = app.run()
     sys.exit(status)

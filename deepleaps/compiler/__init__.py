@@ -1,4 +1,4 @@
-"""The compiler: resolve names, check, optimise and lower programs to a Plan (DESIGN §3–§4)."""
+"""The compiler: resolve names, check, optimise and lower programs to a Plan (docs/design.md §3–§4)."""
 
 from deepleaps.compiler.compile import Compiled, compile_file, compile_plan, compile_source, resolve
 from deepleaps.compiler.plan import COUNTERS, Cycle, Kind, OnError, Plan, PlanNode, topological_order

@@ -22,7 +22,7 @@ from deepleaps.lang.ast import Span
 
 
 class Kind(enum.Enum):
-    """What a command does with the steps of its node (DESIGN §4)."""
+    """What a command does with the steps of its node (docs/design.md §4)."""
 
     GRAPH = "graph"  # each step runs its children once, in schedule order
     LOADER = "loader"  # a graph whose activation is an epoch and whose step is a batch

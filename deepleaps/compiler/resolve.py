@@ -1,6 +1,6 @@
 """Name resolution: program ASTs + DEFINE entries + registry → an unoptimised Plan.
 
-DESIGN §3: ``$NAME`` reuses the instance NAME or creates it from
+docs/design.md §3: ``$NAME`` reuses the instance NAME or creates it from
 ``DEFINE[NAME]``; ``NAME`` and ``*Class`` create fresh instances with unique
 names (``NAME``, ``NAME_1``, …); ``$root`` always exists; a statement whose
 only node is an existing graph (``$G( $X )``) extends that graph, any other

@@ -1,1 +1,1 @@
-"""Live control: the socket server, the patch engine, the journal and the client (DESIGN §5–§6)."""
+"""Live control: the socket server, the patch engine, the journal and the client (docs/design.md §5–§6)."""

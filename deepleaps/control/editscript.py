@@ -1,4 +1,4 @@
-"""Edit scripts: the difference between two programs, as data (DESIGN §6).
+"""Edit scripts: the difference between two programs, as data (docs/design.md §6).
 
 A script is a list of operations over instance names — add or remove a node,
 add or remove an edge, set or unset an argument, rebind a node's class,

@@ -1,4 +1,4 @@
-"""The patch engine: requests from the socket become changes applied at safe points (DESIGN §6).
+"""The patch engine: requests from the socket become changes applied at safe points (docs/design.md §6).
 
 Requests arrive on server threads; the dry-run verbs (``STATUS``, ``DOT``,
 ``DIFF``) are answered there from the immutable running plan, everything
@@ -135,7 +135,7 @@ class Controller:
         self._next_patch_id = 1 + max((int(entry.get("id", 0)) for entry in replay), default=0)
         self._closed = False
         self._monitor_due = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal handler may request while its own thread holds it
         interpreter.add_safe_point_hook(self.on_safe_point)
         from deepleaps.control import verbs
 

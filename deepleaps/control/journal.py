@@ -1,4 +1,4 @@
-"""The journal: every applied change as a JSON line in the run directory (DESIGN §6).
+"""The journal: every applied change as a JSON line in the run directory (docs/design.md §6).
 
 Each line holds the patch id, the verb, its text, the edit script (for plan
 changes) and the point where it took effect. ``deepleaps run --replay``
@@ -23,6 +23,7 @@ class Journal:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.path.touch()  # every run has one, empty while nothing changed
 
     def write(self, entry: dict[str, Any]) -> None:
         """Append one entry and flush it to disk before the change is replied."""

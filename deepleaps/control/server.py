@@ -1,4 +1,4 @@
-"""The control server inside the training process (DESIGN §5).
+"""The control server inside the training process (docs/design.md §5).
 
 Two ways to talk to it:
 

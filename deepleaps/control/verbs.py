@@ -1,4 +1,4 @@
-"""What each verb of the control channel does (DESIGN §5).
+"""What each verb of the control channel does (docs/design.md §5).
 
 Queued verbs are functions ``(controller, payload, node) -> Reply`` run at a
 safe point on the interpreter's thread; immediate verbs ``(controller,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import re
 import traceback
 from pathlib import Path
@@ -26,6 +27,8 @@ from deepleaps.lang.programfile import load_program_file
 
 if TYPE_CHECKING:
     from deepleaps.control.engine import Controller
+
+log = logging.getLogger("deepleaps.control")
 
 _NAMES = re.compile(r"[\s,]+")
 _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*)\s*(?:=|\s)\s*(.*?)\s*$", re.DOTALL)
@@ -229,6 +232,7 @@ def _checkpoint(controller: Controller) -> str:
     if ctx.container is None or "base" not in ctx.variables:
         raise ProgramError([Diagnostic("nothing to checkpoint yet: no trainer container")])
     ref = save_checkpoint(ctx, ctx.container.modules, CheckpointStore(ctx.variables["base"]))
+    log.info("saved checkpoint %s at %s", ref.id, "/".join(controller.interpreter.position()))
     return ref.id
 
 

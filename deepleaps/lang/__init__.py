@@ -1,4 +1,4 @@
-"""The command language: parse, print, diagnose, serialise (DESIGN §2–§3)."""
+"""The command language: parse, print, diagnose, serialise (docs/design.md §2–§3)."""
 
 from deepleaps.lang.ast import (
     Argument,

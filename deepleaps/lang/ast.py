@@ -134,7 +134,7 @@ Value = Integer | Float | String | Boolean | Null | Variable | List | Mapping
 
 
 class NodeKind(enum.Enum):
-    """How a node names what it runs (DESIGN §3)."""
+    """How a node names what it runs (docs/design.md §3)."""
 
     INSTANCE = "$"  # $NAME: reuse the instance NAME, or create it from DEFINE[NAME]
     DEFINE = ""  # NAME: a fresh instance of DEFINE[NAME]

@@ -24,9 +24,9 @@ import yaml
 
 from deepleaps.lang import ast
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError, SourceText, decode_utf8, did_you_mean, error
-from deepleaps.lang.parser import Locate, parse
+from deepleaps.lang.parser import Locate, parse, parse_value
 
-#: Top-level keys that are verbs (DESIGN §5): their lists are applied in file order.
+#: Top-level keys that are verbs (docs/design.md §5): their lists are applied in file order.
 VERBS = (
     "ADD",
     "LOAD",
@@ -211,6 +211,42 @@ def _check_duplicate_keys(root: yaml.Node, source: SourceText) -> None:
                 stack.append(value)
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)
+
+
+def with_overrides(program_file: ProgramFile, assignments: Iterable[str]) -> ProgramFile:
+    """The file with ``NODE.KEY=VALUE`` assignments (``deepleaps run --set``) written over its
+    DEFINE entries, as if the YAML said so: the compiler checks them, with their own spans.
+
+    A value is a literal of the language; one that is not one is kept as the string it is.
+    """
+    definitions = dict(program_file.definitions)
+    sources = []
+    problems = []
+    for number, text in enumerate(assignments, 1):
+        source = SourceText(f"--set {number}", text)
+        target, equals, value_text = text.partition("=")
+        name, dot, key = target.strip().partition(".")
+        if not (equals and dot and name and key):
+            problems.append(Diagnostic(f"--set takes NODE.ARGUMENT=VALUE, not '{text}'"))
+            continue
+        definition = definitions.get(name)
+        if definition is None:
+            hint = did_you_mean(name, definitions)
+            problems.append(Diagnostic(f"--set: no DEFINE entry '{name}'", hint=hint))
+            continue
+        column = len(target) + 2
+        span = ast.Span(source.name, 1, column, 1, column + len(value_text))
+        try:
+            value = ast.python_value(parse_value(value_text.strip(), source.name))
+        except ProgramError:
+            value = value_text.strip()
+        definitions[name] = attrs.evolve(
+            definition, data={**definition.data, key: value}, spans={**definition.spans, key: span}
+        )
+        sources.append(source)
+    if problems:
+        raise ProgramError(problems)
+    return attrs.evolve(program_file, definitions=definitions, loaded_sources=(*program_file.loaded_sources, *sources))
 
 
 def load_program_file(path: str | Path, text: str | bytes | None = None) -> ProgramFile:

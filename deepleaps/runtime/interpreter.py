@@ -1,4 +1,4 @@
-"""The interpreter: runs a Plan, node by node, step by step (DESIGN §4).
+"""The interpreter: runs a Plan, node by node, step by step (docs/design.md §4).
 
 - A graph's activation runs ``repeat`` steps (-1: until stopped or, for a
   loader, until its data runs out); each step runs its prologue (once) and
@@ -17,9 +17,11 @@
 - Resuming from a checkpoint re-enters the step that was under way when it
   was written: graphs on the saved :meth:`Interpreter.position` keep their
   counters; children before the position re-run only if they are one-shot
-  setup (``finish``); the saving node itself does not run again. A loader
-  on the position fetches again the batches it had delivered in that epoch,
-  and goes on with the next.
+  setup (``finish``); the saving node itself does not run again. A
+  checkpoint written at a graph's safe point (``STOP``, ``CHECKPOINT``, a
+  signal) ends its position with that graph: its finished setup runs again
+  and the next step begins. A loader on the position fetches again the
+  batches it had delivered in that epoch, and goes on with the next.
 - The start of every graph step is a *safe point*: hooks registered with
   :meth:`Interpreter.add_safe_point_hook` run there, and only there may the
   plan be swapped (:meth:`Interpreter.install`), so every change lands
@@ -356,9 +358,9 @@ class Interpreter:
                         return  # removed by a patch at this safe point
                 ctx.node = node
                 if resuming:
-                    self._resume_step(node)
                     resuming = False
-                    continue
+                    if self._resume_step(node):
+                        continue
                 if not command.next_step(ctx):
                     break
                 state.step += 1
@@ -431,7 +433,11 @@ class Interpreter:
             for child in children:
                 child.step = 0
             if self._hooks or self._stop_requested:
-                self.safe_point(graph)
+                self._stack.append(graph.name)  # a checkpoint written here resumes here
+                try:
+                    self.safe_point(graph)
+                finally:
+                    self._stack.pop()
             state.step = 1
             state.total_step += 1
 
@@ -443,17 +449,30 @@ class Interpreter:
             begin = True
             self._run_child(table.order[index])
 
-    def _resume_step(self, node: PlanNode) -> None:
-        """Finish the step a checkpoint was written in (see the module docstring)."""
+    def _resume_step(self, node: PlanNode) -> bool:
+        """Finish the step a checkpoint was written in (see the module docstring).
+
+        False when it was written at ``node``'s own safe point: no step was under
+        way, so the caller goes on with the next one.
+        """
         target = self._resume[0] if self._resume else None
         order = (*node.prologue, *self.plan.run_order(node.name))
+        if target is None:
+            self._rerun_setup(order)
+            self._after_resume()
+            return False
+        inlined = self._inlined_start(node, target)
+        if inlined is not None:  # written at the safe point of a graph inlined into this one
+            table, index, begin = inlined
+            self._resume.pop(0)
+            self._rerun_setup(order[:index])
+            self._after_resume()
+            self._begin_inlined(begin)
+            self._run_rest(table, index)
+            return True
         if target not in order:
             raise LookupError(f"cannot resume: '{target}' is not a child of '{node.name}' in this program")
-        before = order[: order.index(target)]
-        for child in before:
-            if self.plan[child].finish:
-                self.states[child].finished = False
-                self._run_child(child)
+        self._rerun_setup(order[: order.index(target)])
         if self.plan[target].kind.has_children:
             self._run_child(target)
         else:
@@ -461,6 +480,24 @@ class Interpreter:
             self._after_resume()
         for child in order[order.index(target) + 1 :]:
             self._run_child(child)
+        return True
+
+    def _rerun_setup(self, children: Iterable[str]) -> None:
+        """One-shot setup (``finish``) among ``children`` runs again: a resumed run rebuilds what it made."""
+        for child in children:
+            if self.plan[child].finish and self.states[child].finished:
+                self.states[child].finished = False
+                self._run_child(child)
+
+    def _inlined_start(self, node: PlanNode, graph: str) -> tuple[_StepTable, int, tuple] | None:
+        """Where in ``node``'s step the inlined ``graph`` begins: its step table, the index and
+        the inlined graphs to begin there, ``graph`` first (None if ``graph`` is not inlined here)."""
+        table = self._step_table(node)
+        for index, entries in table.starts.items():
+            names = [entry[0].name for entry in entries]
+            if graph in names:
+                return table, index, entries[names.index(graph) :]
+        return None
 
     def _after_resume(self) -> None:
         """Hook for the session: the point where the checkpoint was written is reached again."""

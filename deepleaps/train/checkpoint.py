@@ -1,4 +1,4 @@
-"""Checkpoints that a crash can never leave half written (DESIGN §9).
+"""Checkpoints that a crash can never leave half written (docs/design.md §9).
 
 A checkpoint is one file ``checkpoints/<id>.pt`` written to a temporary file
 in the same folder, flushed to disk and renamed into place; ``ckp.meta``

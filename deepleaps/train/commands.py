@@ -1,4 +1,4 @@
-"""Built-in training commands, under the seed's names (DESIGN §4)."""
+"""Built-in training commands, under the seed's names (docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -88,11 +88,21 @@ class ModuleLoadClass(_ModuleCommand):
             if file_name is None:
                 log.info("%s: no checkpoint to load %s from; starting fresh", self.node.name, name)
                 continue
-            path = store.path_of(str(file_name)) if not Path(str(file_name)).is_file() else Path(str(file_name))
+            path = self._checkpoint_path(ctx, store, str(file_name))
             if payload is None or payload.get("_path") != path:
                 payload = {**CheckpointStore.load(path, map_location=container_of(ctx).device), "_path": path}
             module.load_state_dict(payload["modules"][name])
             log.info("%s: loaded %s from %s", self.node.name, name, path)
+
+    @staticmethod
+    def _checkpoint_path(ctx: Context, store: CheckpointStore, file_name: str) -> Path:
+        """A file, the checkpoint ``$latest`` names (finetuning: another run's), or an id in ``store``."""
+        if Path(file_name).is_file():
+            return Path(file_name)
+        latest = ctx.variables.get("latest")
+        if isinstance(latest, CheckpointRef) and latest.id == file_name:
+            return latest.path
+        return store.path_of(file_name)
 
 
 @command

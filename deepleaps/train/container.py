@@ -218,7 +218,7 @@ class TrainerContainer:
 
 def rebuild_model(container: TrainerContainer) -> dict[str, list[str]]:
     """Build the model again from the configuration (its class reloaded), give it the old
-    weights and let the optimizer carry on with the new parameters (DESIGN §7).
+    weights and let the optimizer carry on with the new parameters (docs/design.md §7).
 
     Returns the keys that did not carry over: ``missing`` (new, freshly initialised),
     ``unexpected`` (gone) and ``mismatched`` (a different shape: freshly initialised).
