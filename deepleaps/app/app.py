@@ -144,7 +144,7 @@ class App:
         try:
             return self._prepare(experiment)
         except BaseException as problem:
-            log.error("the run could not start: %s", _describe(problem), exc_info=not isinstance(problem, ProgramError))
+            log.error("the run could not start: %s", describe(problem), exc_info=not isinstance(problem, ProgramError))
             self._shutdown()
             self._close_log()
             raise
@@ -251,8 +251,8 @@ class App:
         except RunStopped:
             pass
         except Exception as problem:  # not a node's failure: resuming, the control channel …
-            log.error("the run failed: %s", _describe(problem), exc_info=problem)
-            print(f"error: {_describe(problem)}", file=sys.stderr)
+            log.error("the run failed: %s", describe(problem), exc_info=problem)
+            print(f"error: {describe(problem)}", file=sys.stderr)
             return EXIT_FAILED
         finally:
             self._shutdown()
@@ -298,13 +298,6 @@ class App:
         handle = RunHandle(self)
         handle.thread.start()
         return handle
-
-
-def _describe(problem: BaseException) -> str:
-    """A problem in one line of text: diagnostics as rendered, anything else with its type."""
-    if isinstance(problem, ProgramError):
-        return problem.render()
-    return f"{type(problem).__name__}: {problem}"
 
 
 class RunHandle:

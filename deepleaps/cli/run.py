@@ -9,6 +9,7 @@ import click
 
 from deepleaps.cli.common import reporting
 from deepleaps.lang import ProgramError
+from deepleaps.lang.diagnostics import describe
 
 
 @click.command()
@@ -64,7 +65,7 @@ def run(config, mode, source, name, seed, device, port, no_server, replay, sets)
         except ProgramError:
             raise
         except Exception as problem:  # already in the run's log, with its traceback
-            click.echo(f"error: the run could not start: {type(problem).__name__}: {problem}", err=True)
+            click.echo(f"error: the run could not start: {describe(problem)}", err=True)
             sys.exit(1)
         click.echo(f"run directory: {app.experiment.directory}", err=True)
         status = app.run()
