@@ -25,6 +25,8 @@ after a bounded wait is killed.
 Output is compared line by line after these normalisations, and no others:
 
 - trailing white space on each line, and blank lines at the end, are ignored;
+- of a line with carriage returns (a progress bar redrawn in place) only the
+  text after the last one counts, which is what the terminal shows;
 - ``…`` in an expected line matches any text within the line, and a line
   that holds only ``…`` matches any number of lines (output left out);
 - in a block whose info string says ``numbers=any`` (values that change from
@@ -293,8 +295,8 @@ class Session:
     def read_log(self, log: Path) -> list[str]:
         if not log.exists():
             return []
-        text = log.read_text(encoding="utf-8", errors="replace")
-        return text.replace(str(self.scratch), "/tmp").splitlines()
+        text = log.read_bytes().decode("utf-8", errors="replace").replace(str(self.scratch), "/tmp")
+        return [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.removesuffix("\n").split("\n")] if text else []
 
     def write(self, block: FileBlock) -> Outcome:
         """Save a file block in the session's current directory."""

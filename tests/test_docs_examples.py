@@ -114,3 +114,9 @@ def test_the_session_keeps_the_directory_the_variables_and_the_exit_status(tmp_p
         encoding="utf-8",
     )
     assert run_document(path, tmp_path / "run") == []
+
+
+def test_a_line_redrawn_in_place_shows_what_the_terminal_shows(tmp_path):
+    path = tmp_path / "page.md"
+    path.write_text("```console\n$ printf 'step 1\\rstep 2\\rdone\\n'\ndone\n```\n", encoding="utf-8")
+    assert run_document(path, tmp_path / "run") == []
