@@ -45,6 +45,18 @@ def _client(host, port, token, workspace) -> Iterator[Client]:
         client.close()
 
 
+def _message(reply: dict) -> str:
+    """A reply's message as people read it, a refusal marked as an error once.
+
+    The message of a refusal with diagnostics is their rendered text, which says
+    ``error:`` itself; any other refusal's message is a plain sentence.
+    """
+    message = reply.get("message", "")
+    if reply.get("ok") or reply.get("errors") or not message:
+        return message
+    return f"error: {message}"
+
+
 def _show(reply: dict, as_json: bool) -> None:
     """Print a reply; exit 1 if it is an error."""
     if as_json:
@@ -52,7 +64,7 @@ def _show(reply: dict, as_json: bool) -> None:
     else:
         for line in reply.get("diff", []):
             click.echo(line)
-        message = reply.get("message", "")
+        message = _message(reply)
         if message:
             click.echo(message, err=not reply.get("ok"))
         if reply.get("patch_id") is not None:
@@ -154,4 +166,4 @@ def interactive(host, port, token, workspace):
                 return
             for entry in reply.get("diff", []):
                 click.echo(entry)
-            click.echo(reply.get("message", "ok" if reply.get("ok") else "error"))
+            click.echo(_message(reply) or ("ok" if reply.get("ok") else "error"))
