@@ -299,6 +299,31 @@ def test_syntax_error_is_rejected_with_line_and_column_and_training_goes_on(live
     assert live.send("STATUS")["version"] == version
 
 
+@pytest.mark.parametrize(
+    ("payload", "value"),
+    [("seen=bareword", "bareword"), ("seen two words", "two words"), ('seen "quoted"', "quoted"), ("seen 3", 3)],
+)
+def test_export_takes_a_literal_or_else_the_raw_text_as_the_seed_did(live, payload, value):
+    reply = live.send("EXPORT", payload)
+    assert reply["ok"], reply
+    assert reply["message"] == f"$seen = {value!r}"
+    marker = f"export-{reply['patch_id']}"
+    added = live.send("ADD", f'$TRAINING_BATCH( *PrintCommand[content=[$seen, "{marker}"]] )')
+    assert added["ok"], added
+    try:
+        wait_for(lambda: marker in live.stdout(), "the PrintCommand to print $seen", on_fail=live.describe)
+    finally:
+        live.send("REMOVE", *added_names(added))
+    assert f"] [{value!r}, '{marker}']" in live.stdout()
+
+
+@pytest.mark.parametrize("value", ['"not closed', "[1, 2", "{lr="])
+def test_export_of_a_string_list_or_mapping_left_open_is_rejected(live, value):
+    reply = live.send("EXPORT", f"broken {value}")
+    assert not reply["ok"]
+    assert reply["errors"][0]["file"] == "<EXPORT>" and reply["line"] == 1, reply
+
+
 def test_undo_after_add_removes_the_node(live):
     added = live.send("ADD", f'$TRAINING_BATCH( *PrintCommand[content="undo-me", {QUIET}] )')
     assert added["ok"], added
