@@ -141,6 +141,32 @@ def test_seed_client_unchanged_gets_an_ack_per_frame_and_stop_ends_the_run(works
         assert [entry["verb"] for entry in training.journal()] == ["ADD", "STOP"]
 
 
+@pytest.fixture(scope="module")
+def seed_mode(workspace):
+    """An endless training that also takes the seed's client (``unauthenticated: true``)."""
+    with running(workspace, "seed-mode", throttle=0.05, controller={"unauthenticated": True}) as training:
+        yield training
+
+
+def run_log(training: Training) -> str:
+    return (training.run_dir / "run.log").read_text(encoding="utf-8")
+
+
+def test_each_rejection_is_logged_once(seed_mode):
+    acks, _ = run_seed_client(
+        seed_mode.port, ["NOSUCH_SEED", 'ADD $TRAINING_BATCH( *PrintCommand[content="rejected-seed" )']
+    )
+    assert acks == [b"\x00"] * 2
+    with seed_mode.client() as client:
+        assert not client.send("NOSUCH_HELLO")["ok"]
+        assert not client.send("ADD", '$TRAINING_BATCH( *PrintCommand[content="rejected-hello" )')["ok"]
+    # The seed's outcome is printed after it is logged.
+    wait_for(lambda: "rejected-seed" in seed_mode.stdout(), "the seed's ADD to be refused", on_fail=seed_mode.describe)
+    log = run_log(seed_mode)
+    for rejection in ("NOSUCH_SEED rejected", "NOSUCH_HELLO rejected", '"rejected-seed"', '"rejected-hello"'):
+        assert log.count(rejection) == 1, f"{rejection!r} in run.log:\n{log}"
+
+
 # ---- journal and replay ----------------------------------------------------------------------
 
 

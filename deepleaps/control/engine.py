@@ -77,6 +77,13 @@ def failure(verb: str, problem: ProgramError | str) -> Reply:
     return Reply(False, verb, problem)
 
 
+def _log_rejection(future: Future) -> None:
+    """Every refused request, whichever way it came and however it was refused, is logged here, once."""
+    reply = future.result()
+    if not reply.ok:
+        log.warning("%s rejected: %s", reply.verb, reply.message)
+
+
 @attrs.define
 class _Request:
     verb: str
@@ -148,6 +155,7 @@ class Controller:
         """Submit ``VERB payload``; the future resolves to a :class:`Reply`."""
         verb = verb.upper()
         future: Future = Future()
+        future.add_done_callback(_log_rejection)
         if verb in self._immediate:
             try:
                 future.set_result(self._immediate[verb](self, payload))
@@ -200,8 +208,6 @@ class Controller:
         except Exception as problem:  # a bug or an environment failure: report, never kill the run
             log.exception("%s failed", request.verb)
             reply = failure(request.verb, f"{type(problem).__name__}: {problem}")
-        if not reply.ok:
-            log.warning("%s rejected: %s", request.verb, reply.message)
         request.future.set_result(reply)
 
     def point(self, node: PlanNode) -> dict:

@@ -225,9 +225,10 @@ class ControlServer:
 
 
 def _log_seed_reply(verb: str, reply) -> None:
+    """The seed's client gets no reply: the outcome goes to the training's output
+    (and, when applied, to the log; the engine logs every rejection)."""
     if reply.ok:
         log.info("%s: %s", verb, reply.message)
         print(f"[control] {verb}: {reply.message}", flush=True)
     else:
-        log.warning("%s rejected: %s", verb, reply.message)
         print(f"[control] {verb} rejected:\n{reply.message}", flush=True)
