@@ -113,6 +113,10 @@ def run_seed_client(port: int, lines: list[str]) -> tuple[list[bytes], list[str]
     return acks, printed
 
 
+def run_log(training: Training) -> str:
+    return (training.run_dir / "run.log").read_text(encoding="utf-8")
+
+
 def test_seed_client_unchanged_gets_an_ack_per_frame_and_stop_ends_the_run(workspace):
     with running(workspace, "seed", controller={"unauthenticated": True}) as training:
         lines = [
@@ -141,15 +145,24 @@ def test_seed_client_unchanged_gets_an_ack_per_frame_and_stop_ends_the_run(works
         assert [entry["verb"] for entry in training.journal()] == ["ADD", "STOP"]
 
 
+def test_seed_client_against_a_token_training_is_reset_unacknowledged_and_the_log_says_why(live):
+    hint = "its first frame is not 'HELLO <token>'"
+    before = run_log(live).count(hint)
+    acks, printed = run_seed_client(live.port, ["STATUS", "PING"])
+    assert acks == []
+    assert len(printed) == 1 and "reset" in printed[0], printed  # no 'send ack ok'
+    log = wait_for(lambda: (text := run_log(live)).count(hint) > before and text, "the refusal to be logged")
+    (line,) = [line for line in log.splitlines() if hint in line][before:]
+    assert "WARNING" in line
+    assert "COMMAND_CONTROLLER: {unauthenticated: true}" in line and "loopback" in line
+    assert live.info["token_file"] in line
+
+
 @pytest.fixture(scope="module")
 def seed_mode(workspace):
     """An endless training that also takes the seed's client (``unauthenticated: true``)."""
     with running(workspace, "seed-mode", throttle=0.05, controller={"unauthenticated": True}) as training:
         yield training
-
-
-def run_log(training: Training) -> str:
-    return (training.run_dir / "run.log").read_text(encoding="utf-8")
 
 
 def test_each_rejection_is_logged_once(seed_mode):
