@@ -104,6 +104,17 @@ def test_the_same_after_hello(training):
         assert is_closed(sock)
 
 
+@pytest.mark.parametrize("text", ["EXPORT note=héllo wörld", "EXPORT note=wö"])
+def test_a_length_that_counts_characters_gets_an_error_that_says_so(training, text):
+    with raw(training) as sock:
+        assert hello(sock, training.token)["ok"]
+        sock.sendall(HEADER.pack(len(text)) + text.encode())
+        reply = read_reply(sock)
+        assert reply is not None and reply["ok"] is False
+        assert "the length must count the bytes of the UTF-8 text, not its characters" in reply["message"]
+        assert is_closed(sock)
+
+
 @pytest.mark.parametrize(
     "garbage",
     [

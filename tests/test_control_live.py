@@ -180,6 +180,28 @@ def test_each_rejection_is_logged_once(seed_mode):
         assert log.count(rejection) == 1, f"{rejection!r} in run.log:\n{log}"
 
 
+@pytest.mark.parametrize("value", ["héllo wörld", "wö"])  # cut after a character, or in the middle of one
+def test_seed_client_text_beyond_ascii_is_refused_as_a_length_in_characters(seed_mode, value):
+    """The seed's client sends ``len(data)`` characters, fewer than the bytes of non-ASCII text."""
+
+    def exported() -> list[str]:
+        return [entry["text"] for entry in seed_mode.journal() if entry["verb"] == "EXPORT"]
+
+    cause = "the length must count the bytes of the UTF-8 text, not its characters"
+    logged, done = run_log(seed_mode).count(cause), len(exported())
+    acks, printed = run_seed_client(seed_mode.port, [f"EXPORT seed_note={value}"])
+    assert acks == []
+    assert len(printed) == 1 and "reset" in printed[0], printed  # no 'send ack ok'
+    log = wait_for(lambda: (text := run_log(seed_mode)).count(cause) > logged and text, "the refusal to be logged")
+    assert "over the limit" not in log
+    # The training and the server go on; nothing of the refused frame was carried out.
+    seed_mode.wait_logged(seed_mode.last_logged_step() + 2)
+    acks, _ = run_seed_client(seed_mode.port, ["EXPORT seed_note=after"])
+    assert acks == [b"\x00"]
+    wait_for(lambda: len(exported()) > done, "the next EXPORT to be applied", on_fail=seed_mode.describe)
+    assert exported()[done:] == ["seed_note=after"]
+
+
 # ---- journal and replay ----------------------------------------------------------------------
 
 

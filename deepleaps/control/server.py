@@ -34,7 +34,16 @@ from typing import Any
 import attrs
 
 from deepleaps.control.engine import Controller
-from deepleaps.control.framing import ACK, DEFAULT_MAX_FRAME, Closed, FrameError, read_frame, write_frame
+from deepleaps.control.framing import (
+    ACK,
+    DEFAULT_MAX_FRAME,
+    Closed,
+    FrameError,
+    check_frame_end,
+    frame_text,
+    read_frame,
+    write_frame,
+)
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 
 log = logging.getLogger("deepleaps.control")
@@ -188,10 +197,8 @@ class ControlServer:
                         self._refuse_unauthenticated(connection, origin)
                         return
                     mode = "seed"
-                try:
-                    text = frame.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise FrameError("a frame must be UTF-8 text: VERB payload") from None
+                text = frame_text(frame)
+                check_frame_end(connection, len(frame))
                 verb, _, payload = text.strip().partition(" ")
                 verb = verb.upper()
                 if mode is None:  # HELLO
