@@ -1,7 +1,10 @@
 """Frames on the control socket: an 8-byte big-endian length, then that many bytes.
 
 Compatible with the seed's client, which sends ``pack('>Q', len(data))`` and
-the UTF-8 text ``VERB payload``, then reads one ``0x00`` byte back.
+the UTF-8 text ``VERB payload``, then reads one ``0x00`` byte back. Its length
+counts characters, which is right for ASCII text only; a frame whose length
+falls short of its text is refused with an error that says so (:func:`frame_text`,
+:func:`check_frame_end`), never carried out cut.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ HEADER = struct.Struct(">Q")
 #: The seed's acknowledgement: one zero byte per frame.
 ACK = b"\x00"
 DEFAULT_MAX_FRAME = 1 << 20
-
-
 #: What a length that disagrees with its frame's text most likely means: the
 #: seed's client sends ``pack('>Q', len(data))``, which counts characters.
 COUNT_BYTES = "the length must count the bytes of the UTF-8 text, not its characters"
