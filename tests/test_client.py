@@ -40,6 +40,34 @@ def test_the_running_servers_info_wins_and_arguments_win_over_both(tmp_path):
     assert (client.host, client.port, client.token) == ("localhost", 7, "given")
 
 
+def test_the_servers_info_is_found_beside_the_token_file_the_command_file_names(tmp_path):
+    configs = tmp_path / "resource" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "default.yaml").write_text("COMMAND_CONTROLLER: {ipc_port: 1568, token_file: secrets/ctl.token}\n")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "ctl.token").write_text("tok\n")
+    info = {"host": "127.0.0.1", "port": 4711, "token_file": str(tmp_path / "secrets" / "ctl.token")}
+    (tmp_path / "secrets" / "control.json").write_text(json.dumps(info))
+    client = Client(workspace=tmp_path)
+    assert (client.port, client.token) == (4711, "tok")
+
+
+def test_a_token_file_it_may_not_read_is_named(tmp_path, monkeypatch):
+    write_stale_info(tmp_path, 9)
+    token = tmp_path / ".deepleaps" / "control.token"
+    real = Path.read_text
+
+    def read_text(path, *args, **kwargs):
+        if path == token:
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(ControlError) as raised:
+        Client(workspace=tmp_path).connect()
+    assert str(raised.value) == f"cannot read the token file {token}: Permission denied"
+
+
 def test_nothing_known_means_the_seeds_defaults(tmp_path):
     client = Client(workspace=tmp_path)
     assert (client.host, client.port, client.token) == ("127.0.0.1", 1568, None)

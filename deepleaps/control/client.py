@@ -47,13 +47,17 @@ class Client:
         self.host = host or info.get("host", "127.0.0.1")
         self.port = port if port is not None else info.get("port", 1568)
         token_path = Path(info["token_file"]) if info.get("token_file") else None
+        self._unreadable: str | None = None
         if token is None and token_path is not None and token_path.is_file():
-            token = token_path.read_text().strip()
+            try:
+                token = token_path.read_text().strip()
+            except OSError as problem:  # another user's training: its token is not ours to read
+                self._unreadable = f"cannot read the token file {token_path}: {problem.strerror or problem}"
         self.token = token
         # What connect()'s errors name: the file the workspace gave the address in, and
         # the file whose absence means that no training runs there.
         self._address_from = found_in if host is None and port is None else None
-        from_server = found_in == workspace / INFO and token_path is not None
+        from_server = found_in is not None and found_in.name == INFO.name and token_path is not None
         self._looked_for = token_path if from_server else workspace / INFO
         #: How long to wait for a reply; None: until the change is applied (the next safe point).
         self.timeout = timeout
@@ -63,6 +67,8 @@ class Client:
     def connect(self) -> Client:
         """Connect and send HELLO. Without a token, or refused at the address the
         workspace gave, no training runs there: the error says what was looked at."""
+        if self._unreadable is not None:
+            raise ControlError(self._unreadable)
         if self.token is None:
             raise ControlError(f"no training is running in this workspace (looked for {self._looked_for})")
         try:
@@ -109,18 +115,21 @@ def _read_info(workspace: Path) -> tuple[dict[str, Any], Path | None]:
     """Where the training listens, and the file that says so: what its server wrote
     (``.deepleaps/control.json``), else the ``COMMAND_CONTROLLER`` section of the
     workspace's command file, else nothing."""
-    path = workspace / INFO
-    if path.is_file():
-        try:
-            return json.loads(path.read_text()), path
-        except json.JSONDecodeError:
-            pass
     config = workspace / COMMAND_FILE
     try:
         section = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("COMMAND_CONTROLLER") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+        token_file = Path(section.get("token_file", ".deepleaps/control.token"))
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        section, token_file = None, Path(".deepleaps/control.token")
+    token_file = token_file if token_file.is_absolute() else workspace / token_file
+    # The server writes its info beside its token file.
+    for path in dict.fromkeys((workspace / INFO, token_file.parent / INFO.name)):
+        if path.is_file():
+            try:
+                return json.loads(path.read_text()), path
+            except (OSError, json.JSONDecodeError):
+                pass
+    if section is None:
         return {}, None
-    info = {"host": section.get("ipc_host"), "port": section.get("ipc_port")}
-    token_file = Path(section.get("token_file", ".deepleaps/control.token"))
-    info["token_file"] = str(token_file if token_file.is_absolute() else workspace / token_file)
+    info = {"host": section.get("ipc_host"), "port": section.get("ipc_port"), "token_file": str(token_file)}
     return {key: value for key, value in info.items() if value is not None}, config
