@@ -17,6 +17,7 @@ closed connection; the training never waits for a client.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -25,6 +26,7 @@ import os
 import secrets
 import socket
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +203,7 @@ class ControlServer:
                     mode = "seed"
                 if mode == "seed":
                     future = self.controller.request(verb, payload.strip(), origin)
-                    future.add_done_callback(lambda f, v=verb: _log_seed_reply(v, f.result()))
+                    future.add_done_callback(functools.partial(_log_seed_reply, verb))
                     connection.sendall(ACK)
                 else:
                     reply = self.controller.request(verb, payload.strip(), origin).result()
@@ -224,7 +226,8 @@ class ControlServer:
         write_frame(connection, json.dumps(body).encode("utf-8"))
 
 
-def _log_seed_reply(verb: str, reply) -> None:
+def _log_seed_reply(verb: str, done: Future) -> None:
+    reply = done.result()
     if reply.ok:
         log.info("%s: %s", verb, reply.message)
         print(f"[control] {verb}: {reply.message}", flush=True)
