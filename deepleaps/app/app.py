@@ -184,6 +184,7 @@ class App:
                 interpreter.commands[node.name].extra.update(overrides)
 
     def _restore(self, interpreter: Interpreter, experiment: Experiment) -> None:
+        assert experiment.start_from is not None  # a resumed run starts from its latest checkpoint
         payload = CheckpointStore.load(experiment.start_from)
         interpreter.restore(payload["states"], payload["position"])
         # Before running: a loader resumed inside an epoch needs its state when it starts.
@@ -276,6 +277,7 @@ class RunHandle:
 
     def stop(self) -> None:
         """Stop at the next safe point."""
+        assert self.app.interpreter is not None  # App.start prepared it
         self.app.interpreter.request_stop()
 
     def join(self, timeout: float | None = None) -> int | None:

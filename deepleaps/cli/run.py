@@ -51,6 +51,7 @@ def run(config, mode, source, name, seed, device, port, no_server, replay):
             device=device,
         )
         app.prepare()
+        assert app.experiment is not None  # prepare() opened it
         click.echo(f"run directory: {app.experiment.directory}", err=True)
         status = app.run()
     sys.exit(status)
