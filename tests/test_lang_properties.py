@@ -35,7 +35,10 @@ from deepleaps.lang import (
 )
 from deepleaps.lang.visitor import walk
 
-SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def spans(program: Program) -> list[Span | None]:
