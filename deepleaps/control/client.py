@@ -90,6 +90,7 @@ class Client:
         """Send ``VERB payload``; the JSON reply once the change is applied or rejected."""
         if self._socket is None:
             self.connect()
+        assert self._socket is not None  # connect() leaves one open or raises
         text = f"{verb} {payload}" if payload else verb
         try:
             write_frame(self._socket, text.encode("utf-8"))

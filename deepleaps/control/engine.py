@@ -264,7 +264,7 @@ class Controller:
         )
         return patch_id
 
-    def unreplayed(self) -> list[dict]:
+    def unreplayed(self) -> list[Mapping[str, Any]]:
         """The journal entries being replayed whose point the run has not reached (yet)."""
         return list(self._replay)
 

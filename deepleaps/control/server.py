@@ -19,6 +19,7 @@ one); the training never waits for a client.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -28,6 +29,7 @@ import secrets
 import socket
 import struct
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +213,7 @@ class ControlServer:
                     )
                 elif mode == "seed":
                     future = self.controller.request(verb, payload.strip(), origin)
-                    future.add_done_callback(lambda f, v=verb: _log_seed_reply(v, f.result()))
+                    future.add_done_callback(functools.partial(_log_seed_reply, verb))
                     connection.sendall(ACK)
                 else:
                     reply = self.controller.request(verb, payload.strip(), origin).result()
@@ -262,9 +264,10 @@ def _reset_on_close(connection: socket.socket) -> None:
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-def _log_seed_reply(verb: str, reply) -> None:
+def _log_seed_reply(verb: str, done: Future) -> None:
     """The seed's client gets no reply: the outcome goes to the training's output
     (and, when applied, to the log; the engine logs every rejection)."""
+    reply = done.result()
     if reply.ok:
         log.info("%s: %s", verb, reply.message)
         print(f"[control] {verb}: {reply.message}", flush=True)

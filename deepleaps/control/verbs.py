@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -377,7 +378,7 @@ def load(controller: Controller, payload: str, node: PlanNode) -> Reply:
 def status(controller: Controller, payload: str = "") -> Reply:
     interpreter = controller.interpreter
     container = interpreter.context.container
-    data = {
+    data: dict[str, Any] = {
         "version": controller.version,
         "paused": controller.paused,
         "position": interpreter.position(),
@@ -397,7 +398,7 @@ def ping(controller: Controller, payload: str = "") -> Reply:
     return Reply(True, "PING", "pong", controller.version)
 
 
-VERBS = {
+VERBS: dict[str, Callable[[Controller, str, PlanNode], Reply]] = {
     "ADD": add,
     "DEFAULT": default,
     "APPLY": apply_program,
@@ -418,7 +419,7 @@ VERBS = {
 IMMEDIATE_VERBS = {"STATUS": status, "DOT": dot, "DIFF": diff_program, "PING": ping}
 
 
-def replay(controller: Controller, entry: dict, node: PlanNode) -> Reply:
+def replay(controller: Controller, entry: Mapping[str, Any], node: PlanNode) -> Reply:
     """Re-apply a journal entry: plan changes by their recorded edit script, actions by their text."""
     if entry.get("diff"):
         script = editscript.script_from_data(entry["diff"])
