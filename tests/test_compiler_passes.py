@@ -178,7 +178,7 @@ def _same(left: Plan, right: Plan) -> bool:
     ]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs, st.booleans(), st.randoms(use_true_random=False))
 def test_without_several_nodes_is_removing_them_one_after_the_other(program, optimised, random):
     compiled = compile_source(program_text(program), registry=RECORDING)

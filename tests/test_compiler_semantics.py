@@ -246,7 +246,7 @@ def program_text(program: tuple[int, bool, tuple]) -> str:
     return f"$root[repeat={root_repeat}]( {', '.join(chains)} )"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs)
 def test_generated_programs_run_the_same_optimised(program):
     assert_same_runs(program_text(program))

@@ -113,6 +113,10 @@ def run_seed_client(port: int, lines: list[str]) -> tuple[list[bytes], list[str]
     return acks, printed
 
 
+def run_log(training: Training) -> str:
+    return (training.run_dir / "run.log").read_text(encoding="utf-8")
+
+
 def test_seed_client_unchanged_gets_an_ack_per_frame_and_stop_ends_the_run(workspace):
     with running(workspace, "seed", controller={"unauthenticated": True}) as training:
         lines = [
@@ -139,6 +143,63 @@ def test_seed_client_unchanged_gets_an_ack_per_frame_and_stop_ends_the_run(works
         assert meta["latest"] == match.group(1)
         assert (training.run_dir / "checkpoints" / f"{match.group(1)}.pt").is_file()
         assert [entry["verb"] for entry in training.journal()] == ["ADD", "STOP"]
+
+
+def test_seed_client_against_a_token_training_is_reset_unacknowledged_and_the_log_says_why(live):
+    hint = "its first frame is not 'HELLO <token>'"
+    before = run_log(live).count(hint)
+    acks, printed = run_seed_client(live.port, ["STATUS", "PING"])
+    assert acks == []
+    assert len(printed) == 1 and "reset" in printed[0], printed  # no 'send ack ok'
+    log = wait_for(lambda: (text := run_log(live)).count(hint) > before and text, "the refusal to be logged")
+    (line,) = [line for line in log.splitlines() if hint in line][before:]
+    assert "WARNING" in line
+    assert "COMMAND_CONTROLLER: {unauthenticated: true}" in line and "loopback" in line
+    assert live.info["token_file"] in line
+
+
+@pytest.fixture(scope="module")
+def seed_mode(workspace):
+    """An endless training that also takes the seed's client (``unauthenticated: true``)."""
+    with running(workspace, "seed-mode", throttle=0.05, controller={"unauthenticated": True}) as training:
+        yield training
+
+
+def test_each_rejection_is_logged_once(seed_mode):
+    acks, _ = run_seed_client(
+        seed_mode.port, ["NOSUCH_SEED", 'ADD $TRAINING_BATCH( *PrintCommand[content="rejected-seed" )']
+    )
+    assert acks == [b"\x00"] * 2
+    with seed_mode.client() as client:
+        assert not client.send("NOSUCH_HELLO")["ok"]
+        assert not client.send("ADD", '$TRAINING_BATCH( *PrintCommand[content="rejected-hello" )')["ok"]
+    # The seed's outcome is printed after it is logged.
+    wait_for(lambda: "rejected-seed" in seed_mode.stdout(), "the seed's ADD to be refused", on_fail=seed_mode.describe)
+    log = run_log(seed_mode)
+    for rejection in ("NOSUCH_SEED rejected", "NOSUCH_HELLO rejected", '"rejected-seed"', '"rejected-hello"'):
+        assert log.count(rejection) == 1, f"{rejection!r} in run.log:\n{log}"
+
+
+@pytest.mark.parametrize("value", ["héllo wörld", "wö"])  # cut after a character, or in the middle of one
+def test_seed_client_text_beyond_ascii_is_refused_as_a_length_in_characters(seed_mode, value):
+    """The seed's client sends ``len(data)`` characters, fewer than the bytes of non-ASCII text."""
+
+    def exported() -> list[str]:
+        return [entry["text"] for entry in seed_mode.journal() if entry["verb"] == "EXPORT"]
+
+    cause = "the length must count the bytes of the UTF-8 text, not its characters"
+    logged, done = run_log(seed_mode).count(cause), len(exported())
+    acks, printed = run_seed_client(seed_mode.port, [f"EXPORT seed_note={value}"])
+    assert acks == []
+    assert len(printed) == 1 and "reset" in printed[0], printed  # no 'send ack ok'
+    log = wait_for(lambda: (text := run_log(seed_mode)).count(cause) > logged and text, "the refusal to be logged")
+    assert "over the limit" not in log
+    # The training and the server go on; nothing of the refused frame was carried out.
+    seed_mode.wait_logged(seed_mode.last_logged_step() + 2)
+    acks, _ = run_seed_client(seed_mode.port, ["EXPORT seed_note=after"])
+    assert acks == [b"\x00"]
+    wait_for(lambda: len(exported()) > done, "the next EXPORT to be applied", on_fail=seed_mode.describe)
+    assert exported()[done:] == ["seed_note=after"]
 
 
 # ---- journal and replay ----------------------------------------------------------------------
@@ -297,6 +358,31 @@ def test_syntax_error_is_rejected_with_line_and_column_and_training_goes_on(live
     rows = live.wait_logged(before + 5)
     assert_consecutive(rows)
     assert live.send("STATUS")["version"] == version
+
+
+@pytest.mark.parametrize(
+    ("payload", "value"),
+    [("seen=bareword", "bareword"), ("seen two words", "two words"), ('seen "quoted"', "quoted"), ("seen 3", 3)],
+)
+def test_export_takes_a_literal_or_else_the_raw_text_as_the_seed_did(live, payload, value):
+    reply = live.send("EXPORT", payload)
+    assert reply["ok"], reply
+    assert reply["message"] == f"$seen = {value!r}"
+    marker = f"export-{reply['patch_id']}"
+    added = live.send("ADD", f'$TRAINING_BATCH( *PrintCommand[content=[$seen, "{marker}"]] )')
+    assert added["ok"], added
+    try:
+        wait_for(lambda: marker in live.stdout(), "the PrintCommand to print $seen", on_fail=live.describe)
+    finally:
+        live.send("REMOVE", *added_names(added))
+    assert f"] [{value!r}, '{marker}']" in live.stdout()
+
+
+@pytest.mark.parametrize("value", ['"not closed', "[1, 2", "{lr="])
+def test_export_of_a_string_list_or_mapping_left_open_is_rejected(live, value):
+    reply = live.send("EXPORT", f"broken {value}")
+    assert not reply["ok"]
+    assert reply["errors"][0]["file"] == "<EXPORT>" and reply["line"] == 1, reply
 
 
 def test_undo_after_add_removes_the_node(live):

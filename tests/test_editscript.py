@@ -41,7 +41,7 @@ from deepleaps.control.editscript import (
 )
 from deepleaps.lang import ProgramError, ast
 
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---- values ------------------------------------------------------------------------------------
 
@@ -393,7 +393,7 @@ def test_summary_names_one_line_per_operation(pair):
 
 
 @given(VALUES)
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 def test_argument_values_round_trip_through_json(value):
     script = EditScript(
         [SetArgument("n", "k", value), AddNode("m", "root", "PrintCommand", "leaf", {"content": value})]

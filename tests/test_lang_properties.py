@@ -36,12 +36,9 @@ from deepleaps.lang import (
 from deepleaps.lang.visitor import walk
 
 SETTINGS = settings(
-    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-#: For properties over rendered text, which costs more to generate.
-TEXT_SETTINGS = settings(SETTINGS, max_examples=25)
 
 
 def spans(program: Program) -> list[Span | None]:
@@ -101,7 +98,7 @@ def test_canonical_text_has_one_line_per_short_statement(program):
             assert inline(chain) in text.split("\n")
 
 
-@TEXT_SETTINGS
+@SETTINGS
 @given(program_texts())
 def test_any_layout_parses_to_the_same_program(case):
     program, text, comments = case
@@ -113,7 +110,7 @@ def test_any_layout_parses_to_the_same_program(case):
     assert starts == sorted(starts)
 
 
-@TEXT_SETTINGS
+@SETTINGS
 @given(program_texts())
 def test_formatting_keeps_comments_and_is_stable(case):
     program, text, comments = case
@@ -124,7 +121,7 @@ def test_formatting_keeps_comments_and_is_stable(case):
     assert format_program(reparsed) == first
 
 
-@TEXT_SETTINGS
+@SETTINGS
 @given(program_texts())
 def test_spans_point_at_their_source(case):
     _, text, _ = case
@@ -164,7 +161,7 @@ def test_equality_and_hash_ignore_spans(program):
     assert moved == program
 
 
-@TEXT_SETTINGS
+@SETTINGS
 @given(programs(), programs())
 def test_different_programs_print_differently(a, b):
     assert (a == b) == (format_program(a) == format_program(b))
@@ -185,7 +182,7 @@ def test_json_round_trip(program):
     assert json.loads(json.dumps(dump_program(load_program(json.loads(text))))) == json.loads(text)
 
 
-@TEXT_SETTINGS
+@SETTINGS
 @given(program_texts())
 def test_json_round_trip_with_spans(case):
     program, text, _ = case
@@ -213,7 +210,7 @@ def test_value_types_survive_json(value):
 # ---- robustness -----------------------------------------------------------------------
 
 
-@TEXT_SETTINGS
+@SETTINGS
 @given(
     program_texts(),
     st.integers(min_value=0),

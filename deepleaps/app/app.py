@@ -96,6 +96,7 @@ class App:
         self.interpreter: Interpreter | None = None
         self.controller: Controller | None = None
         self.server: ControlServer | None = None
+        self._handler: logging.FileHandler | None = None
         # Checked before a run directory exists: a refused setting leaves nothing behind.
         self.server_settings = ServerSettings.from_section(
             self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=port
@@ -199,6 +200,7 @@ class App:
                 interpreter.commands[node.name].extra.update(overrides)
 
     def _restore(self, interpreter: Interpreter, experiment: Experiment) -> None:
+        assert experiment.start_from is not None  # a resumed run starts from its latest checkpoint
         payload = CheckpointStore.load(experiment.start_from)
         interpreter.restore(payload["states"], payload["position"])
         # Before running: a loader resumed inside an epoch needs its state when it starts.
@@ -223,6 +225,8 @@ class App:
         after a checkpoint the run can resume from; a second Ctrl-C interrupts at once.
         """
         interpreter = self.interpreter or self.prepare()
+        controller = self.controller
+        assert controller is not None  # prepare() made it
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
         interrupted = threading.Event()
@@ -237,7 +241,7 @@ class App:
                     "\nstopping after the current step, with a checkpoint (Ctrl-C again to interrupt now)",
                     file=sys.stderr,
                 )
-                self.controller.request("STOP", signal.Signals(signum).name, origin="signal")
+                controller.request("STOP", signal.Signals(signum).name, origin="signal")
                 interpreter.request_stop()  # stops even if the checkpoint fails: the hooks run first
 
             previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -279,7 +283,7 @@ class App:
         return EXIT_OK
 
     def _close_log(self) -> None:
-        handler = getattr(self, "_handler", None)
+        handler = self._handler
         if handler is not None:
             logging.getLogger("deepleaps").removeHandler(handler)
             handler.close()
@@ -311,6 +315,7 @@ class RunHandle:
 
     def stop(self) -> None:
         """Stop at the next safe point."""
+        assert self.app.interpreter is not None  # App.start prepared it
         self.app.interpreter.request_stop()
 
     def join(self, timeout: float | None = None) -> int | None:

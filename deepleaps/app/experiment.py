@@ -40,7 +40,14 @@ def _runs(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     runs = [path for path in folder.iterdir() if path.is_dir() and _RUN.match(path.name)]
-    return sorted(runs, key=lambda path: int(_RUN.match(path.name).group(1)))
+    return sorted(runs, key=_number)
+
+
+def _number(run: Path) -> int:
+    """The number of a run directory that ``_RUN`` matches."""
+    match = _RUN.match(run.name)
+    assert match is not None
+    return int(match.group(1))
 
 
 def open_experiment(output: Path, name: str, mode: Mode | str, source: Path | None = None) -> Experiment:
@@ -61,7 +68,7 @@ def open_experiment(output: Path, name: str, mode: Mode | str, source: Path | No
         if start_from is None:
             raise ProgramError([Diagnostic(f"cannot finetune from '{source}': it has no checkpoint")])
     runs = _runs(folder)
-    number = int(_RUN.match(runs[-1].name).group(1)) + 1 if runs else 1
+    number = _number(runs[-1]) + 1 if runs else 1
     directory = folder / f"run-{number:04d}"
     directory.mkdir(parents=True)
     return Experiment(directory, mode, start_from)

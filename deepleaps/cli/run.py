@@ -67,6 +67,7 @@ def run(config, mode, source, name, seed, device, port, no_server, replay, sets)
         except Exception as problem:  # already in the run's log, with its traceback
             click.echo(f"error: the run could not start: {describe(problem)}", err=True)
             sys.exit(1)
+        assert app.experiment is not None  # prepare() opened it
         click.echo(f"run directory: {app.experiment.directory}", err=True)
         status = app.run()
     sys.exit(status)

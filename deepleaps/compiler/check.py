@@ -49,6 +49,7 @@ def check_plan(plan: Plan, fail: Fail, edge_spans: dict[tuple[str, str, str], Sp
 
 def _check_cycle(plan: Plan, node: PlanNode, fail: Fail) -> None:
     cycle = node.run_cycle
+    assert cycle is not None  # only nodes with a run_cycle are checked
     target = plan.nodes.get(cycle.node)
     if target is None:
         fail(

@@ -132,6 +132,7 @@ class Plan:
                 gone.add(descendant)
                 del nodes[descendant]
                 stack.extend(child for child in self.nodes[descendant].children if child not in gone)
+            assert node.parent is not None, "the root cannot be removed"
             if node.parent not in graphs:
                 graphs[node.parent] = _Joiner(self.nodes[node.parent])
             graphs[node.parent].remove(name)
@@ -211,8 +212,8 @@ def topological_order(node: PlanNode) -> tuple[str, ...]:
     for source, target in node.edges:
         successors[source].append(target)
         indegree[target] += 1
-    ready = [child for child in node.children if indegree[child] == 0]
-    heapq.heapify(ready := [(position[child], child) for child in ready])
+    ready = [(position[child], child) for child in node.children if indegree[child] == 0]
+    heapq.heapify(ready)
     order = []
     while ready:
         _, child = heapq.heappop(ready)

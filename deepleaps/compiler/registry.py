@@ -23,7 +23,7 @@ import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeGuard
 
 import attrs
 
@@ -96,7 +96,14 @@ class Registry:
         return loaded
 
 
-def is_command(cls: type) -> bool:
+class _Command(Protocol):
+    """What makes a class a command class: a name and a kind."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+
+
+def is_command(cls: type) -> TypeGuard[type[_Command]]:
     return isinstance(getattr(cls, "kind", None), Kind) and isinstance(getattr(cls, "name", None), str)
 
 

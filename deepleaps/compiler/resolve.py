@@ -68,7 +68,7 @@ class Resolver:
         self.problems: list[Diagnostic] = []
         self.drafts: dict[str, _Draft] = {}
         self.edge_spans: dict[tuple[str, str, str], Span | None] = {}
-        self._args_cache: dict[str, dict] = {}
+        self._args_cache: dict[str, dict | None] = {}
         #: Per base name, the index below which every ``NAME_i`` is taken (see _fresh).
         self._fresh_from: dict[str, int] = {}
         if base is not None:
@@ -163,7 +163,7 @@ class Resolver:
                         self._fail(f"duplicate edge {previous} -> {name} in '{graph.name}'", _head(node))
                     else:
                         graph.edges[edge] = None
-                        self.edge_spans[(graph.name, *edge)] = _head(node)
+                        self.edge_spans[(graph.name, previous, name)] = _head(node)
                 previous = name
 
     def _node(self, node: ast.Node, parent: _Draft) -> str | None:

@@ -108,8 +108,8 @@ def ordered_children(plan: Plan, node: PlanNode) -> tuple[str, ...]:
         return ()
     order: list[str] = []
     for name in (*node.prologue, *plan.run_order(node.name)):
-        while name in plan and plan[name].parent not in (node.name, None):
-            name = plan[name].parent
+        while name in plan and (parent := plan[name].parent) is not None and parent != node.name:
+            name = parent
         if name in node.children and name not in order:
             order.append(name)
     return (*order, *(child for child in node.children if child not in order))

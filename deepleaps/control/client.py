@@ -42,24 +42,43 @@ class Client:
         timeout: float | None = None,
         connect_timeout: float = 10.0,
     ):
-        info = _read_info(Path(workspace))
+        workspace = Path(workspace).absolute()
+        info, found_in = _read_info(workspace)
         self.host = host or info.get("host", "127.0.0.1")
         self.port = port if port is not None else info.get("port", 1568)
-        if token is None and info.get("token_file"):
-            token_path = Path(info["token_file"])
-            token = token_path.read_text().strip() if token_path.is_file() else None
+        token_path = Path(info["token_file"]) if info.get("token_file") else None
+        self._unreadable: str | None = None
+        if token is None and token_path is not None and token_path.is_file():
+            try:
+                token = token_path.read_text().strip()
+            except OSError as problem:  # another user's training: its token is not ours to read
+                self._unreadable = f"cannot read the token file {token_path}: {problem.strerror or problem}"
         self.token = token
+        # What connect()'s errors name: the file the workspace gave the address in, and
+        # the file whose absence means that no training runs there.
+        self._address_from = found_in if host is None and port is None else None
+        from_server = found_in is not None and found_in.name == INFO.name and token_path is not None
+        self._looked_for = token_path if from_server else workspace / INFO
         #: How long to wait for a reply; None: until the change is applied (the next safe point).
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self._socket: socket.socket | None = None
 
     def connect(self) -> Client:
+        """Connect and send HELLO. Without a token, or refused at the address the
+        workspace gave, no training runs there: the error says what was looked at."""
+        if self._unreadable is not None:
+            raise ControlError(self._unreadable)
         if self.token is None:
-            raise ControlError("no token: give one, or run in the workspace of the training")
+            raise ControlError(f"no training is running in this workspace (looked for {self._looked_for})")
         try:
             self._socket = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except OSError as problem:
+            if isinstance(problem, ConnectionRefusedError) and self._address_from is not None:
+                raise ControlError(
+                    f"no training is running in this workspace "
+                    f"(nothing answers at {self.host}:{self.port}, the address in {self._address_from})"
+                ) from None
             raise ControlError(f"cannot reach the training at {self.host}:{self.port}: {problem}") from None
         reply = self.send("HELLO", self.token)
         if not reply.get("ok"):
@@ -71,6 +90,7 @@ class Client:
         """Send ``VERB payload``; the JSON reply once the change is applied or rejected."""
         if self._socket is None:
             self.connect()
+        assert self._socket is not None  # connect() leaves one open or raises
         text = f"{verb} {payload}" if payload else verb
         try:
             write_frame(self._socket, text.encode("utf-8"))
@@ -92,21 +112,25 @@ class Client:
         self.close()
 
 
-def _read_info(workspace: Path) -> dict[str, Any]:
-    """Where the training listens: what its server wrote (``.deepleaps/control.json``),
-    else the ``COMMAND_CONTROLLER`` section of the workspace's command file."""
-    path = workspace / INFO
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            pass
+def _read_info(workspace: Path) -> tuple[dict[str, Any], Path | None]:
+    """Where the training listens, and the file that says so: what its server wrote
+    (``.deepleaps/control.json``), else the ``COMMAND_CONTROLLER`` section of the
+    workspace's command file, else nothing."""
     config = workspace / COMMAND_FILE
     try:
         section = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("COMMAND_CONTROLLER") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
-        return {}
-    info = {"host": section.get("ipc_host"), "port": section.get("ipc_port")}
-    token_file = Path(section.get("token_file", ".deepleaps/control.token"))
-    info["token_file"] = str(token_file if token_file.is_absolute() else workspace / token_file)
-    return {key: value for key, value in info.items() if value is not None}
+        token_file = Path(section.get("token_file", ".deepleaps/control.token"))
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        section, token_file = None, Path(".deepleaps/control.token")
+    token_file = token_file if token_file.is_absolute() else workspace / token_file
+    # The server writes its info beside its token file.
+    for path in dict.fromkeys((workspace / INFO, token_file.parent / INFO.name)):
+        if path.is_file():
+            try:
+                return json.loads(path.read_text()), path
+            except (OSError, json.JSONDecodeError):
+                pass
+    if section is None:
+        return {}, None
+    info = {"host": section.get("ipc_host"), "port": section.get("ipc_port"), "token_file": str(token_file)}
+    return {key: value for key, value in info.items() if value is not None}, config

@@ -84,7 +84,7 @@ class RebindClass:
 @attrs.frozen
 class ReorderChildren:
     graph: str
-    children: tuple[str, ...] = attrs.field(converter=tuple)
+    children: tuple[str, ...] = attrs.field(converter=ast.as_tuple)
 
 
 Operation = AddNode | RemoveNode | AddEdge | RemoveEdge | SetArgument | UnsetArgument | RebindClass | ReorderChildren
@@ -94,7 +94,7 @@ Operation = AddNode | RemoveNode | AddEdge | RemoveEdge | SetArgument | UnsetArg
 class EditScript:
     """Operations computed against program version ``base_version``."""
 
-    operations: tuple[Operation, ...] = attrs.field(converter=tuple)
+    operations: tuple[Operation, ...] = attrs.field(converter=ast.as_tuple)
     base_version: int | None = None
 
     def __bool__(self) -> bool:
@@ -193,6 +193,7 @@ def diff(old: Plan, new: Plan, base_version: int | None = None) -> EditScript:
                 operations.append(SetArgument(name, key, value))
     for node in new.walk():
         if node.name in added:
+            assert node.parent is not None  # the root is in both plans
             position = new[node.parent].children.index(node.name)
             operations.append(
                 AddNode(node.name, node.parent, node.command, node.kind.value, plain_arguments(node), position)

@@ -77,6 +77,14 @@ def failure(verb: str, problem: ProgramError | str) -> Reply:
     return Reply(False, verb, problem)
 
 
+def _answer(future: Future, reply: Reply) -> None:
+    """Resolve a request's future. Every refusal, whichever way it came, is logged here,
+    once, and before the reply: a client that has its answer finds it in the log."""
+    if not reply.ok:
+        log.warning("%s rejected: %s", reply.verb, reply.message)
+    future.set_result(reply)
+
+
 @attrs.define
 class _Request:
     verb: str
@@ -150,17 +158,17 @@ class Controller:
         future: Future = Future()
         if verb in self._immediate:
             try:
-                future.set_result(self._immediate[verb](self, payload))
+                _answer(future, self._immediate[verb](self, payload))
             except ProgramError as problem:
-                future.set_result(failure(verb, problem))
+                _answer(future, failure(verb, problem))
             return future
         if verb not in self._verbs:
             known = ", ".join(sorted({*self._verbs, *self._immediate}))
-            future.set_result(failure(verb, f"unknown verb '{verb}'; verbs are {known}"))
+            _answer(future, failure(verb, f"unknown verb '{verb}'; verbs are {known}"))
             return future
         with self._lock:
             if self._closed:
-                future.set_result(failure(verb, "the training has ended; nothing more is applied"))
+                _answer(future, failure(verb, "the training has ended; nothing more is applied"))
                 return future
             self._queue.append(_Request(verb, payload, future, origin))
         self._wake.set()
@@ -173,7 +181,7 @@ class Controller:
             pending = list(self._queue)
             self._queue.clear()
         for request in pending:
-            request.future.set_result(failure(request.verb, "the training ended before this was applied"))
+            _answer(request.future, failure(request.verb, "the training ended before this was applied"))
 
     # ---- the safe point (interpreter thread) ----------------------------------------------
 
@@ -200,9 +208,7 @@ class Controller:
         except Exception as problem:  # a bug or an environment failure: report, never kill the run
             log.exception("%s failed", request.verb)
             reply = failure(request.verb, describe(problem))
-        if not reply.ok:
-            log.warning("%s rejected: %s", request.verb, reply.message)
-        request.future.set_result(reply)
+        _answer(request.future, reply)
 
     def point(self, node: PlanNode) -> dict:
         """Where a change takes effect: the safe point's node, its path and counters."""
@@ -258,7 +264,7 @@ class Controller:
         )
         return patch_id
 
-    def unreplayed(self) -> list[dict]:
+    def unreplayed(self) -> list[Mapping[str, Any]]:
         """The journal entries being replayed whose point the run has not reached (yet)."""
         return list(self._replay)
 

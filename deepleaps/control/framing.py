@@ -1,7 +1,10 @@
 """Frames on the control socket: an 8-byte big-endian length, then that many bytes.
 
 Compatible with the seed's client, which sends ``pack('>Q', len(data))`` and
-the UTF-8 text ``VERB payload``, then reads one ``0x00`` byte back.
+the UTF-8 text ``VERB payload``, then reads one ``0x00`` byte back. Its length
+counts characters, which is right for ASCII text only; a frame whose length
+falls short of its text is refused with an error that says so (:func:`frame_text`,
+:func:`check_frame_end`), never carried out cut.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ HEADER = struct.Struct(">Q")
 #: The seed's acknowledgement: one zero byte per frame.
 ACK = b"\x00"
 DEFAULT_MAX_FRAME = 1 << 20
+#: What a length that disagrees with its frame's text most likely means: the
+#: seed's client sends ``pack('>Q', len(data))``, which counts characters.
+COUNT_BYTES = "the length must count the bytes of the UTF-8 text, not its characters"
 
 
 class FrameError(Exception):
-    """A frame that cannot be read: too large, cut short, too slow."""
+    """A frame that cannot be read: too large, cut short, too slow, or its length miscounted."""
 
 
 class Closed(Exception):
@@ -65,8 +71,44 @@ def read_frame(
     header = first + _read_exactly(sock, HEADER.size - 1, deadline)
     (size,) = HEADER.unpack(header)
     if size > max_size:
-        raise FrameError(f"frame of {size} bytes is over the limit of {max_size} bytes")
+        problem = f"frame of {size} bytes is over the limit of {max_size} bytes"
+        if header[0]:  # no length is 2**56 bytes or more: text where a header should be
+            problem += f"; its header {header!r} looks like text left over from a frame before it: {COUNT_BYTES}"
+        raise FrameError(problem)
     return _read_exactly(sock, size, deadline)
+
+
+def frame_text(frame: bytes) -> str:
+    """The UTF-8 text of a frame; one that ends in the middle of a character was cut short by its length."""
+    try:
+        return frame.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        if problem.reason == "unexpected end of data":
+            raise FrameError(
+                f"the frame's {len(frame)} bytes end in the middle of a UTF-8 character: {COUNT_BYTES}"
+            ) from None
+        raise FrameError("a frame must be UTF-8 text: VERB payload") from None
+
+
+def check_frame_end(sock: socket.socket, size: int) -> None:
+    """Raise FrameError if what already waits after a frame of ``size`` bytes cannot begin a header.
+
+    A length that falls short of its text ends the frame early, and the rest of
+    the text arrives at once where the next header should be. A header starts
+    with a zero byte (no frame is 2**56 bytes long); text does not.
+    """
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        waiting = sock.recv(HEADER.size, socket.MSG_PEEK)
+    except BlockingIOError:
+        return  # nothing waits
+    finally:
+        sock.settimeout(timeout)
+    if waiting[:1] not in (b"", b"\0"):
+        raise FrameError(
+            f"the frame's length says {size} bytes, but its text goes on ({waiting!r} follows at once): {COUNT_BYTES}"
+        )
 
 
 def write_frame(sock: socket.socket, payload: bytes) -> None:

@@ -4,19 +4,22 @@ Two ways to talk to it:
 
 - the seed's: frames of ``VERB payload``, each answered with one ``0x00``
   byte as soon as it is queued — only when ``unauthenticated: true`` is
-  configured, and only on a loopback address;
+  configured, and only on a loopback address (otherwise such a first frame
+  resets the connection, and the log says how to allow it);
 - ``HELLO <token>`` first: every later frame is answered with a framed JSON
   reply once the change has been applied (or rejected).
 
 Defaults: bind 127.0.0.1, a fresh token per run in a file only its owner can
 read (compared in constant time), frames of at most 1 MiB, a read timeout
 per frame, a bounded number of clients. A bad frame gets an error and a
-closed connection; the training never waits for a client.
+closed connection (the seed's client, which cannot read an error, a reset
+one); the training never waits for a client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -24,14 +27,25 @@ import logging
 import os
 import secrets
 import socket
+import struct
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from deepleaps.control.engine import Controller
-from deepleaps.control.framing import ACK, DEFAULT_MAX_FRAME, Closed, FrameError, read_frame, write_frame
+from deepleaps.control.framing import (
+    ACK,
+    DEFAULT_MAX_FRAME,
+    Closed,
+    FrameError,
+    check_frame_end,
+    frame_text,
+    read_frame,
+    write_frame,
+)
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 
 log = logging.getLogger("deepleaps.control")
@@ -180,28 +194,26 @@ class ControlServer:
                     idle_timeout=self.settings.idle_timeout,
                     read_timeout=self.settings.read_timeout,
                 )
-                try:
-                    text = frame.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise FrameError("a frame must be UTF-8 text: VERB payload") from None
+                if mode is None and not _is_hello(frame):
+                    if not self.settings.unauthenticated:
+                        self._refuse_unauthenticated(connection, origin)
+                        return
+                    mode = "seed"
+                text = frame_text(frame)
+                check_frame_end(connection, len(frame))
                 verb, _, payload = text.strip().partition(" ")
                 verb = verb.upper()
-                if mode is None:
-                    if verb == "HELLO":
-                        if not hmac.compare_digest(payload.strip().encode(), self.token.encode()):
-                            raise FrameError("wrong token")
-                        mode = "json"
-                        self._reply(
-                            connection,
-                            {"ok": True, "verb": "HELLO", "protocol": PROTOCOL, "version": self.controller.version},
-                        )
-                        continue
-                    if not self.settings.unauthenticated:
-                        raise FrameError(f"authentication required: send 'HELLO <token>' (token in {self.token_path})")
-                    mode = "seed"
-                if mode == "seed":
+                if mode is None:  # HELLO
+                    if not hmac.compare_digest(payload.strip().encode(), self.token.encode()):
+                        raise FrameError("wrong token")
+                    mode = "json"
+                    self._reply(
+                        connection,
+                        {"ok": True, "verb": "HELLO", "protocol": PROTOCOL, "version": self.controller.version},
+                    )
+                elif mode == "seed":
                     future = self.controller.request(verb, payload.strip(), origin)
-                    future.add_done_callback(lambda f, v=verb: _log_seed_reply(v, f.result()))
+                    future.add_done_callback(functools.partial(_log_seed_reply, verb))
                     connection.sendall(ACK)
                 else:
                     reply = self.controller.request(verb, payload.strip(), origin).result()
@@ -210,7 +222,9 @@ class ControlServer:
             pass
         except FrameError as problem:
             log.warning("control client %s: %s", origin, problem)
-            if mode != "seed":
+            if mode == "seed":
+                _reset_on_close(connection)
+            else:
                 with contextlib.suppress(OSError):
                     self._reply(connection, {"ok": False, "message": str(problem)})
         except OSError as problem:
@@ -219,15 +233,43 @@ class ControlServer:
             connection.close()
             self._slots.release()
 
+    def _refuse_unauthenticated(self, connection: socket.socket, origin: str) -> None:
+        """A first frame other than HELLO, with the seed's mode off: nothing is sent back, since
+        a reply's first byte would pass for the seed's acknowledgement; the log says what to do."""
+        log.warning(
+            "control client %s: refused, its first frame is not 'HELLO <token>'. "
+            "For the seed's client.py, set 'COMMAND_CONTROLLER: {unauthenticated: true}' in the command file "
+            "(loopback addresses only); clients that send HELLO (deepleaps send, Client) read the token from %s",
+            origin,
+            self.token_path,
+        )
+        _reset_on_close(connection)
+
     def _reply(self, connection: socket.socket, body: dict) -> None:
         connection.settimeout(self.settings.read_timeout)
         write_frame(connection, json.dumps(body).encode("utf-8"))
 
 
-def _log_seed_reply(verb: str, reply) -> None:
+def _is_hello(frame: bytes) -> bool:
+    """Whether a connection's first frame is ``HELLO …``; read before its text is checked,
+    since it decides how the connection's errors are answered."""
+    return frame.strip().partition(b" ")[0].upper() == b"HELLO"
+
+
+def _reset_on_close(connection: socket.socket) -> None:
+    """Make closing the connection reset it. The seed's client takes whatever its
+    ``recv(1)`` returns for an acknowledgement, even the ``b""`` of a closed
+    connection; only a reset makes it fail."""
+    with contextlib.suppress(OSError):
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _log_seed_reply(verb: str, done: Future) -> None:
+    """The seed's client gets no reply: the outcome goes to the training's output
+    (and, when applied, to the log; the engine logs every rejection)."""
+    reply = done.result()
     if reply.ok:
         log.info("%s: %s", verb, reply.message)
         print(f"[control] {verb}: {reply.message}", flush=True)
     else:
-        log.warning("%s rejected: %s", verb, reply.message)
         print(f"[control] {verb} rejected:\n{reply.message}", flush=True)

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,18 +133,23 @@ def undo(controller: Controller, payload: str, node: PlanNode) -> Reply:
 # ---- runtime settings ---------------------------------------------------------------
 
 
-def _assignment(payload: str, verb: str) -> tuple[str, Any, str]:
+def _assignment(payload: str, verb: str) -> tuple[str, str]:
+    """``NAME VALUE`` or ``NAME=VALUE``: the target and the value's text."""
     match = _ASSIGNMENT.match(payload)
     if match is None or not match.group(2):
         raise ProgramError([Diagnostic(f"{verb} needs a target and a value: {verb} NAME VALUE")])
-    target, value_text = match.group(1), match.group(2)
-    return target, python_value(parse_value(value_text, f"<{verb}>")), value_text
+    return match.group(1), match.group(2)
+
+
+def _literal(text: str, verb: str) -> Any:
+    return python_value(parse_value(text, f"<{verb}>"))
 
 
 def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``SET optimizer.lr 0.01`` (all param groups), ``SET optimizer.0.lr …`` (one group),
     ``SET main.some.attribute …`` (the container), ``SET NODE.argument …`` (a node)."""
-    target, value, value_text = _assignment(payload, "SET")
+    target, value_text = _assignment(payload, "SET")
+    value = _literal(value_text, "SET")
     head, _, rest = target.partition(".")
     if not rest:
         raise ProgramError([Diagnostic(f"SET target '{target}' needs a dot: optimizer.lr, NODE.argument …")])
@@ -198,9 +204,26 @@ def _set_attribute(container, path: str, value: Any) -> str:
     return f"{path} = {value!r}"
 
 
+#: How a quoted string, a list and a mapping begin: an EXPORT value that begins so must be a whole literal.
+_OPENERS = ('"', "[", "{")
+
+
+def _exported_value(text: str) -> Any:
+    """A literal of the language, or else the text itself, as the seed's EXPORT took it:
+    ``EXPORT note=hello`` stores ``"hello"``. Text that opens a string, list or
+    mapping and does not close it is a mistake, not text, and its diagnostic stands."""
+    try:
+        return _literal(text, "EXPORT")
+    except ProgramError:
+        if text.startswith(_OPENERS):
+            raise
+        return text
+
+
 def export(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``EXPORT name value``: set a variable that arguments read as ``$name``."""
-    name, value, _ = _assignment(payload, "EXPORT")
+    name, value_text = _assignment(payload, "EXPORT")
+    value = _exported_value(value_text)
     variables = controller.interpreter.context.variables
     variables[name] = value
     exported = variables.setdefault("exported", [])
@@ -355,7 +378,7 @@ def load(controller: Controller, payload: str, node: PlanNode) -> Reply:
 def status(controller: Controller, payload: str = "") -> Reply:
     interpreter = controller.interpreter
     container = interpreter.context.container
-    data = {
+    data: dict[str, Any] = {
         "version": controller.version,
         "paused": controller.paused,
         "position": interpreter.position(),
@@ -375,7 +398,7 @@ def ping(controller: Controller, payload: str = "") -> Reply:
     return Reply(True, "PING", "pong", controller.version)
 
 
-VERBS = {
+VERBS: dict[str, Callable[[Controller, str, PlanNode], Reply]] = {
     "ADD": add,
     "DEFAULT": default,
     "APPLY": apply_program,
@@ -396,7 +419,7 @@ VERBS = {
 IMMEDIATE_VERBS = {"STATUS": status, "DOT": dot, "DIFF": diff_program, "PING": ping}
 
 
-def replay(controller: Controller, entry: dict, node: PlanNode) -> Reply:
+def replay(controller: Controller, entry: Mapping[str, Any], node: PlanNode) -> Reply:
     """Re-apply a journal entry: plan changes by their recorded edit script, actions by their text."""
     if entry.get("diff"):
         script = editscript.script_from_data(entry["diff"])

@@ -11,7 +11,8 @@ programs that differ only in layout or comments compare equal::
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -35,6 +36,12 @@ class Span:
 
 def _span() -> Span | None:
     return attrs.field(default=None, eq=False, repr=False, kw_only=True)
+
+
+def as_tuple(items: Iterable[Any]) -> tuple[Any, ...]:
+    """The converter of tuple fields: ``tuple`` itself, typed so that mypy's attrs plugin
+    can check the ``__init__`` (it leaves the type variable of ``tuple`` unsolved)."""
+    return tuple(items)
 
 
 @attrs.frozen
@@ -109,7 +116,7 @@ class Variable:
 
 @attrs.frozen
 class List:
-    items: tuple[Value, ...] = attrs.field(converter=tuple)
+    items: tuple[Value, ...] = attrs.field(converter=as_tuple)
     span: Span | None = _span()
 
     def accept(self, visitor: Visitor):
@@ -120,7 +127,7 @@ class List:
 class Mapping:
     """``{key=value, "any key"=value}``; entries are :class:`Argument` (key, value)."""
 
-    entries: tuple[Argument, ...] = attrs.field(converter=tuple)
+    entries: tuple[Argument, ...] = attrs.field(converter=as_tuple)
     span: Span | None = _span()
 
     def accept(self, visitor: Visitor):
@@ -157,8 +164,8 @@ class Node:
 
     kind: NodeKind
     name: str
-    arguments: tuple[Argument, ...] = attrs.field(default=(), converter=tuple)
-    children: tuple[Chain, ...] = attrs.field(default=(), converter=tuple)
+    arguments: tuple[Argument, ...] = attrs.field(default=(), converter=as_tuple)
+    children: tuple[Chain, ...] = attrs.field(default=(), converter=as_tuple)
     span: Span | None = _span()
 
     def accept(self, visitor: Visitor):
@@ -169,7 +176,7 @@ class Node:
 class Chain:
     """`A -> B -> C`: each node runs after the one before it."""
 
-    nodes: tuple[Node, ...] = attrs.field(converter=tuple)
+    nodes: tuple[Node, ...] = attrs.field(converter=as_tuple)
     span: Span | None = _span()
 
     @nodes.validator
@@ -185,8 +192,8 @@ class Chain:
 class Program:
     """One or more statements; each statement is a chain."""
 
-    statements: tuple[Chain, ...] = attrs.field(converter=tuple)
-    comments: tuple[Comment, ...] = attrs.field(default=(), converter=tuple, eq=False, repr=False)
+    statements: tuple[Chain, ...] = attrs.field(converter=as_tuple)
+    comments: tuple[Comment, ...] = attrs.field(default=(), converter=as_tuple, eq=False, repr=False)
     span: Span | None = _span()
 
     def accept(self, visitor: Visitor):

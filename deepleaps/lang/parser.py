@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 import attrs
 from lark import Lark, Token, Tree
@@ -63,6 +64,7 @@ class _PostLexer:
         for token in stream:
             kind = token.type
             if kind == "COMMENT":
+                assert token.line is not None  # tokens from the lexer have their position
                 state.comments.append(ast.Comment(str(token), token.line))
                 continue
             if kind == "_NL" and (
@@ -157,7 +159,7 @@ class _ToAst:
             end_line, end_column = self.locate(end_line, end_column)
         return ast.Span(self.filename, line, column, end_line, end_column)
 
-    def _fail(self, message: str, token: Token, offset: int = 0, width: int | None = None, hint=None):
+    def _fail(self, message: str, token: Token, offset: int = 0, width: int | None = None, hint=None) -> NoReturn:
         span = self._span(token)
         column = span.column + offset
         end = column + (width if width is not None else span.end_column - span.column - offset)
@@ -345,6 +347,7 @@ def _parse(text, filename: str, start: str, locate: Locate | None, source: Sourc
         tree = _LARK.parse(text, start=start)
         return _ToAst(filename, locate, source).transform(tree)
     except _NestingTooDeep as error:
+        assert error.token.line is not None and error.token.column is not None
         raise ProgramError(
             [
                 position.diagnostic(

@@ -49,7 +49,8 @@ def _converter(spans: bool) -> cattrs.Converter:
     converter.register_structure_hook(float, lambda value, _: float(value))
 
     def unstructure_factory(cls):
-        omitted = {"comments": override(omit=True)} if cls is ast.Program else {}
+        # Any: mypy would match the overrides against the function's own keyword parameters.
+        omitted: dict[str, typing.Any] = {"comments": override(omit=True)} if cls is ast.Program else {}
         if not spans:
             omitted["span"] = override(omit=True)
         return make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **omitted)
@@ -72,7 +73,7 @@ def to_data(node: ast.AstNode, *, spans: bool = False):
     return converter.unstructure(node)
 
 
-def from_data(data, cls: type = ast.Program):
+def from_data(data, cls: typing.Any = ast.Program):
     """Rebuild an AST node of class ``cls`` from :func:`to_data` output."""
     try:
         return _WITH_SPANS.structure(data, cls)

@@ -66,7 +66,7 @@ def describe(error: UnexpectedInput, text: str, position: Positions, state: Pars
     last = state.last
     if isinstance(error, UnexpectedCharacters):
         line, column = error.line, error.column
-        char = text[error.pos_in_stream]
+        char = text[error.pos_in_stream]  # type: ignore[index]  # lark types it None; the lexer sets it
         expected = set(error.allowed or ())
         unexpected = None
     else:
@@ -81,9 +81,10 @@ def describe(error: UnexpectedInput, text: str, position: Positions, state: Pars
     _drop_impossible_closers(expected, state)
     malformed = _malformed_number(text, last, line, column)
     if malformed is not None:
+        assert last is not None and last.line is not None and last.column is not None  # the number token
         return position.diagnostic(f"malformed number '{malformed}'", last.line, last.column, len(malformed))
     if unexpected is None and char == '"':
-        control = _control_character(text, error.pos_in_stream)
+        control = _control_character(text, error.pos_in_stream)  # type: ignore[arg-type]  # lark types it None
         if control is not None:
             offset, escape = control
             return position.diagnostic(
@@ -122,6 +123,7 @@ def describe(error: UnexpectedInput, text: str, position: Positions, state: Pars
 
 def _unexpected_end(text: str, expected: set, last: Token | None, state: ParseState, position: Positions):
     if last is not None:  # just after the last token, not on trailing blank lines or comments
+        assert last.end_line is not None and last.end_column is not None  # tokens from the lexer have them
         line, column = last.end_line, last.end_column
     else:
         line = text.count("\n") + 1
@@ -132,6 +134,7 @@ def _unexpected_end(text: str, expected: set, last: Token | None, state: ParseSt
         opener = state.open_brackets[-1]
         hint = f"the '{opener}' at line {opener.line}, column {opener.column} is never closed"
     if last is not None and last.type == "_ARROW":
+        assert last.line is not None and last.column is not None
         return position.diagnostic("'->' with nothing after it: expected a node", last.line, last.column, 2, hint)
     return position.diagnostic(f"unexpected end of input; expected {_expected_words(expected)}", line, column, 1, hint)
 
@@ -173,7 +176,10 @@ def _malformed_number(text: str, last: Token | None, line: int, column: int) -> 
     if last is None or last.type not in ("INT", "FLOAT") or last.end_line != line or last.end_column != column:
         return None
     start = last.start_pos
-    end = _NUMBER_TAIL.match(text, last.end_pos).end()
+    assert last.end_pos is not None  # tokens from the lexer have their position
+    tail = _NUMBER_TAIL.match(text, last.end_pos)
+    assert tail is not None  # it matches an empty tail too
+    end = tail.end()
     if end == last.end_pos:
         return None
     return text[start:end]

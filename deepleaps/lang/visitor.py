@@ -61,6 +61,7 @@ def walk(node: ast.AstNode):
     while stack:
         current = stack.pop()
         yield current
+        children: tuple[ast.AstNode, ...]
         if isinstance(current, ast.Program):
             children = current.statements
         elif isinstance(current, ast.Chain):

@@ -115,7 +115,7 @@ class _StepTable:
         self.node = node
         self.order = order
         nodes, states, commands = interpreter.plan.nodes, interpreter.states, interpreter.commands
-        entries = []
+        entries: list[tuple] = []
         for index, name in enumerate(order):
             child = nodes.get(name)
             cycle = child.run_cycle if child is not None else None
@@ -347,15 +347,17 @@ class Interpreter:
         own_safe_point = type(self).safe_point is not Interpreter.safe_point or "safe_point" in vars(self)
         seen = -1  # the plan version ``node`` was looked up in
         table = None
+        current: PlanNode | None = node  # None once a patch removed it
         try:
             while resuming or node.repeat < 0 or state.step < node.repeat:
                 if hooks or self._stop_requested or own_safe_point:
                     self.safe_point(node)
                 if self._version != seen:
                     seen = self._version
-                    node = self.plan.nodes.get(name)
-                    if node is None:
+                    current = self.plan.nodes.get(name)
+                    if current is None:
                         return  # removed by a patch at this safe point
+                    node = current
                 ctx.node = node
                 if resuming:
                     resuming = False
@@ -369,7 +371,7 @@ class Interpreter:
                     table = self._step_table(node)
                 self._run_step(node, table)
         finally:
-            ctx.node = node
+            ctx.node = current
             command.end(ctx)
             if command.kind is Kind.LOADER:
                 ctx.sample = outer_sample

@@ -115,7 +115,7 @@ class CheckpointStore:
         checkpoint_id = f"{number:06d}"
         path = self.path_of(checkpoint_id)
         atomic_write(path, lambda file: torch.save(dict(payload), file))
-        entry = {"id": checkpoint_id, "file": path.name, "counters": dict(counters or {})}
+        entry: dict[str, Any] = {"id": checkpoint_id, "file": path.name, "counters": dict(counters or {})}
         meta = {"latest": checkpoint_id, "checkpoints": [*meta["checkpoints"], entry]}
         atomic_write(self.run_dir / META, lambda file: file.write(json.dumps(meta, indent=1).encode()))
         return CheckpointRef(checkpoint_id, path, entry["counters"])

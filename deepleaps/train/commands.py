@@ -262,6 +262,7 @@ class LogMetricsCommand(Command):
 
     def run(self, ctx: Context) -> None:
         container = container_of(ctx)
+        assert self.node.parent is not None  # a leaf runs under a graph
         parent = ctx.counters(self.node.parent)
         row = {
             "step": parent.step,

@@ -210,7 +210,7 @@ class TrainerContainer:
             total += targets.shape[0]
             loss_sum += self.loss(outputs, targets).item() * targets.shape[0]
             if metric == "accuracy":
-                correct += (outputs.argmax(dim=1) == targets).sum().item()
+                correct += int((outputs.argmax(dim=1) == targets).sum().item())
         value = correct / max(total, 1) if metric == "accuracy" else loss_sum / max(total, 1)
         self.metrics[f"{name}_{metric}"] = value
         return value
@@ -242,7 +242,7 @@ def rebuild_model(container: TrainerContainer) -> dict[str, list[str]]:
         if name in new_parameters and name not in mismatched
     }
     optimizer = container.optimizer
-    kept = set()
+    kept: set[int] = set()
     for group in optimizer.param_groups:
         group["params"] = [replacement[id(p)] for p in group["params"] if id(p) in replacement]
         kept.update(id(p) for p in group["params"])

@@ -20,7 +20,7 @@ def _to_image(tensor: torch.Tensor, size: int) -> Image.Image:
     low, high = tensor.min(), tensor.max()
     tensor = (tensor - low) / (high - low) if high > low else torch.zeros_like(tensor)
     array = (tensor * 255).round().to(torch.uint8).numpy()
-    return Image.fromarray(array).convert("RGB").resize((size, size), Image.NEAREST)
+    return Image.fromarray(array).convert("RGB").resize((size, size), Image.Resampling.NEAREST)
 
 
 def _label_tile(text: str, size: int) -> Image.Image:

@@ -53,17 +53,23 @@ def run(plan: Plan) -> PassResult:
             node = flattened[node.name] = _splice(node, spliced)
         if node.name in scheduled and _inlinable(plan, node, watched):
             inlined.add(node.name)
-            changes.append(f"{node.name}: inlined into {node.parent} ({', '.join(node.schedule) or 'empty'})")
+            changes.append(f"{node.name}: inlined into {node.parent} ({', '.join(_schedule(node)) or 'empty'})")
     return PassResult(plan.replace(*flattened.values()), tuple(changes))
 
 
 def _splice(graph: PlanNode, spliced: dict[str, PlanNode]) -> PlanNode:
     """``graph`` with the schedules of its inlined children (``spliced``) in place of them."""
     schedule: list[str] = []
-    for name in graph.schedule:
-        schedule.extend(spliced[name].schedule if name in spliced else (name,))
+    for name in _schedule(graph):
+        schedule.extend(_schedule(spliced[name]) if name in spliced else (name,))
     came_from = dict(graph.inlined_from)
     for child in reversed(spliced.values()):  # the order they were inlined in
-        came_from.update(dict.fromkeys(child.schedule, child.name))
+        came_from.update(dict.fromkeys(_schedule(child), child.name))
         came_from.update(child.inlined_from)
     return attrs.evolve(graph, schedule=tuple(schedule), inlined_from=came_from)
+
+
+def _schedule(graph: PlanNode) -> tuple[str, ...]:
+    """The schedule of a graph this pass splices (or inlines): those have one."""
+    assert graph.schedule is not None
+    return graph.schedule

@@ -21,7 +21,7 @@ from deepleaps.compiler.passes import PassResult
 from deepleaps.compiler.plan import Kind, Plan, PlanNode, topological_order
 
 
-def _removed(plan: Plan, name: str, gone: set[str]) -> bool:
+def _removed(plan: Plan, name: str | None, gone: set[str]) -> bool:
     """Whether ``name`` is not in the plan, or goes with itself or an ancestor in ``gone``."""
     while name is not None:
         if name in gone or name not in plan:
@@ -61,6 +61,7 @@ def run(plan: Plan) -> PassResult:
             reason = _never_runs(plan, node, epoch_watched, gone)
             if reason is None:
                 continue
+            assert node.parent is not None  # the root always runs
             parent = plan[node.parent]
             if parent.schedule is None and parent.name not in ordered:
                 ordered[parent.name] = attrs.evolve(parent, schedule=topological_order(parent))

@@ -41,6 +41,7 @@ class IterateCommand(Command):
         self._iterator = iter(self.args.data)
 
     def next_step(self, ctx: Context) -> bool:
+        assert self._iterator is not None  # start() began the activation
         try:
             ctx.sample = next(self._iterator)
         except StopIteration:
