@@ -24,6 +24,9 @@ after a bounded wait is killed.
 
 Output is compared line by line after these normalisations, and no others:
 
+- what the shell itself prints about background jobs (``[1] 4242``, ``Killed``,
+  which differ between an interactive shell and this one) is not output of
+  the command, and neither the documents nor the comparison include it;
 - trailing white space on each line, and blank lines at the end, are ignored;
 - of a line with carriage returns (a progress bar redrawn in place) only the
   text after the last one counts, which is what the terminal shows;
@@ -68,6 +71,8 @@ _EXIT = re.compile(r"^\[exit (\d+)\]$")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _COMMENT = re.compile(r"\s+#[^'\"]*$")
 _TMP = re.compile(r"(?<![\w./-])/tmp(?![\w.-])")
+#: How this shell reports a background job that ended on a signal: ``bash: line 58: 4242 Killed  …``.
+_JOB_NOTICE = re.compile(r"^bash: line \d+: +(\d+) ")
 
 
 def shown(path: Path) -> str:
@@ -222,6 +227,8 @@ def matches(expected: Sequence[str], actual: Sequence[str], *, numbers_vary: boo
 class Outcome:
     output: list[str]
     status: int | None  # None: did not finish in time
+    #: The shell's own messages meanwhile (a background job that ended), shown in reports only.
+    shell: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -238,6 +245,7 @@ class Session:
     logs: Path
     process: subprocess.Popen[str] = field(init=False)
     background: list[tuple[int, Path]] = field(default_factory=list)
+    jobs: set[int] = field(default_factory=set)
     _lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
     _reader: threading.Thread | None = None
     _count: int = 0
@@ -276,21 +284,26 @@ class Session:
             f'__docs_status=$?\nprintf "\\n{marker} %s %s %s\\n" "$__docs_status" "${{!:-}}" "$PWD"\n'
         )
         self.process.stdin.flush()
-        stray: list[str] = []
+        shell: list[str] = []
         deadline = time.monotonic() + timeout
         while True:
             try:
                 line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                return Outcome(self.read_log(log) + stray, None), "", None
+                line = None
             if line is None:
-                return Outcome(self.read_log(log) + stray, None), "", None
+                return Outcome(self.read_log(log), None, shell), "", None
             if line.startswith(marker + " "):
                 status, pid, directory = line[len(marker) + 1 :].split(" ", 2)
-                if stray and not stray[-1]:
-                    stray.pop()  # the newline before the marker
-                return Outcome(self.read_log(log) + stray, int(status)), directory, int(pid) if pid else None
-            stray.append(line)
+                if pid:
+                    self.jobs.add(int(pid))
+                output = []
+                shell = [text for text in shell if text]  # the newline before the marker
+                for text in self.read_log(log):
+                    notice = _JOB_NOTICE.match(text)
+                    (shell if notice and int(notice[1]) in self.jobs else output).append(text)
+                return Outcome(output, int(status), shell), directory, int(pid) if pid else None
+            shell.append(line.replace(str(self.scratch), "/tmp"))
 
     def read_log(self, log: Path) -> list[str]:
         if not log.exists():
@@ -413,4 +426,6 @@ def _report(example: Example, outcome: Outcome, trouble: str = "") -> str:
     head = f"{example.where}: $ {example.command}"
     if trouble:
         head += f"\n{trouble}"
+    if outcome.shell:
+        head += "\nthe shell said meanwhile:\n" + "\n".join(outcome.shell)
     return head + "\n" + "\n".join(diff)

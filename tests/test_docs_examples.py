@@ -120,3 +120,9 @@ def test_a_line_redrawn_in_place_shows_what_the_terminal_shows(tmp_path):
     path = tmp_path / "page.md"
     path.write_text("```console\n$ printf 'step 1\\rstep 2\\rdone\\n'\ndone\n```\n", encoding="utf-8")
     assert run_document(path, tmp_path / "run") == []
+
+
+def test_the_shells_own_messages_about_jobs_are_not_output(tmp_path):
+    path = tmp_path / "page.md"
+    path.write_text("```console\n$ sleep 30 &\n$ kill -9 $!\n$ echo next\nnext\n```\n", encoding="utf-8")
+    assert run_document(path, tmp_path / "run") == []
