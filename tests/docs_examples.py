@@ -297,7 +297,7 @@ class Session:
                 status, pid, directory = line[len(marker) + 1 :].split(" ", 2)
                 if pid:
                     self.jobs.add(int(pid))
-                output = []
+                output: list[str] = []
                 shell = [text for text in shell if text]  # the newline before the marker
                 for text in self.read_log(log):
                     notice = _JOB_NOTICE.match(text)
@@ -364,12 +364,16 @@ class Session:
 
 
 def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, which has exited, does not)."""
+    """Whether ``pid`` runs: a zombie (exited, not yet reaped by the shell) does not."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    return state != "Z"
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
 
 
 def _session_environment() -> dict[str, str]:
@@ -379,8 +383,7 @@ def _session_environment() -> dict[str, str]:
     on a terminal, and lines are wrapped for 80 columns (``--help``).
     """
     env = environment()
-    folders = {str(Path(deepleaps_command()[0]).parent)}
-    env["PATH"] = os.pathsep.join([*folders, env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(deepleaps_command()[0]).parent), env.get("PATH", "")])
     env["COLUMNS"] = "80"
     env["LC_ALL"] = "C.UTF-8"
     env["PYTHONIOENCODING"] = "utf-8"
