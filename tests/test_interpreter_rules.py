@@ -523,13 +523,15 @@ def test_on_error_skip_goes_on_and_runs_the_node_again_next_step():
     ],
     ids=["direct", "in-inlined-graph"],
 )
-def test_on_error_remove_takes_the_node_out_after_its_first_failure(program, a_steps):
+def test_on_error_remove_stops_running_the_node_after_its_first_failure(program, a_steps):
     def scenario(kind):
         interp, trace = interpreter(getattr(compile_program(program), kind))
+        told = []
+        interp.on_remove = lambda node, error: told.append((node.name, str(error)))
         interp.run()
-        return [event[:3] for event in trace], sorted(interp.plan.nodes), sorted(interp.states)
+        return [event[:3] for event in trace], told, interp.states["Bad"].finished
 
-    trace, nodes, states = for_both(scenario)
+    trace, told, disabled = for_both(scenario)
     assert trace == [
         ("A", a_steps[0], 1),
         ("boom", "Bad", 1),
@@ -539,8 +541,9 @@ def test_on_error_remove_takes_the_node_out_after_its_first_failure(program, a_s
         ("A", a_steps[2], 3),
         ("B", 3, 3),
     ]
-    assert "Bad" not in nodes
-    assert "Bad" not in states
+    # The interpreter stops running it and tells the program's owner, who removes it (the controller).
+    assert told == [("Bad", "boom at run 1")]
+    assert disabled
 
 
 # ---- stopping -----------------------------------------------------------------------------------
@@ -682,9 +685,9 @@ def test_a_node_added_while_running_defaults_to_on_error_remove():
 
         interp.add_safe_point_hook(patch)
         interp.run()
-        return [event[:3] if isinstance(event, tuple) else event for event in trace], "Bad" in interp.plan
+        return [event[:3] if isinstance(event, tuple) else event for event in trace], interp.states["Bad"].finished
 
-    trace, bad_left = for_both(scenario)
+    trace, disabled = for_both(scenario)
     assert trace == [
         ("A", 1, 1),
         ("B", 1, 1),
@@ -695,7 +698,7 @@ def test_a_node_added_while_running_defaults_to_on_error_remove():
         ("A", 3, 3),
         ("B", 3, 3),
     ]
-    assert not bad_left
+    assert disabled
 
 
 # ---- resuming from a checkpoint -------------------------------------------------------------------

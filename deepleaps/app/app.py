@@ -24,14 +24,14 @@ import attrs
 import deepleaps.runtime.commands
 import deepleaps.train.commands  # noqa: F401 - registers the training commands
 from deepleaps.app.experiment import Experiment, Mode, open_experiment
-from deepleaps.compiler import REGISTRY, Compiled, compile_file
-from deepleaps.control.engine import Controller
+from deepleaps.compiler import REGISTRY, Compiled, Plan, compile_file, compile_plan
+from deepleaps.control.engine import Controller, restore_program
 from deepleaps.control.journal import FILE as JOURNAL
 from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.server import ControlServer, ServerSettings
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import describe, error
-from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded, with_overrides
+from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded, parse_overrides, with_overrides
 from deepleaps.runtime import Interpreter, NodeFailed, RunStopped
 from deepleaps.train.checkpoint import CheckpointRef, CheckpointStore, set_rng_state
 
@@ -85,7 +85,8 @@ class App:
         if str(self.workspace) not in sys.path:
             sys.path.insert(0, str(self.workspace))
         roots = (self.workspace, self.config_path.parent)
-        self.program_file = with_overrides(merge_loaded(load_program_file(self.config_path), roots), sets)
+        self._overrides = parse_overrides(sets)
+        self.program_file = with_overrides(merge_loaded(load_program_file(self.config_path), roots), self._overrides)
         self.settings = RunSettings.from_file(self.program_file, **overrides)
         self.registry = REGISTRY
         self._import_modules()
@@ -162,30 +163,39 @@ class App:
             "latest": experiment.start_from,
             "program_text": program_text,
         }
-        interpreter = Interpreter(self.compiled.plan, registry=self.registry, variables=variables)
-        if experiment.mode is Mode.RESUME:
-            self._restore(interpreter, experiment)
+        # A resumed run goes on with the program as its checkpoint kept it, live changes included.
+        resuming = experiment.mode is Mode.RESUME and experiment.start_from is not None
+        payload = CheckpointStore.load(experiment.start_from) if experiment.start_from and resuming else {}
+        saved = payload.get("control")
+        source = restore_program(saved, self.registry, self._overrides) if saved else self.compiled.source
+        plan = compile_plan(source).plan if saved else self.compiled.plan
+        interpreter = Interpreter(plan, registry=self.registry, variables=variables)
+        if resuming:
+            self._restore(interpreter, payload, experiment)
         self._apply_overrides(interpreter)
         self.interpreter = interpreter
-        self._control(interpreter, directory)
+        self._control(interpreter, directory, source, saved)
         log.info("run directory %s (mode %s)", directory, experiment.mode.value)
         return interpreter
 
-    def _control(self, interpreter: Interpreter, directory: Path) -> None:
+    def _control(self, interpreter: Interpreter, directory: Path, source: Plan, saved: Mapping | None) -> None:
         """The patch engine (always: it keeps the monitor file and replays journals) and its server."""
         settings = self.server_settings
+        journal = Journal(directory / JOURNAL)
         self.controller = Controller(
             interpreter,
-            self.compiled.source,
+            source,
             registry=self.registry,
             definitions=self.program_file.definitions,
             sources=self.program_file.sources,
             roots=(self.workspace, self.config_path.parent),
             run_dir=directory,
-            journal=Journal(directory / JOURNAL),
+            journal=journal,
             workspace=self.workspace,
             allow_external_modules=settings.allow_external_modules,
             replay=self._replay,
+            restored=saved,
+            journaled_ids=[int(entry["id"]) for entry in read_journal(journal.path)] if saved else (),
         )
         if self._serve:
             self.server = ControlServer(self.controller, settings, self.workspace).start()
@@ -199,10 +209,11 @@ class App:
             if node.command == "TrainerContainerLoaderCommand":
                 interpreter.commands[node.name].extra.update(overrides)
 
-    def _restore(self, interpreter: Interpreter, experiment: Experiment) -> None:
+    def _restore(self, interpreter: Interpreter, payload: Mapping[str, Any], experiment: Experiment) -> None:
         assert experiment.start_from is not None  # a resumed run starts from its latest checkpoint
-        payload = CheckpointStore.load(experiment.start_from)
         interpreter.restore(payload["states"], payload["position"])
+        exported = dict(payload.get("variables") or {})
+        interpreter.context.variables.update(exported, exported=list(exported))
         # Before running: a loader resumed inside an epoch needs its state when it starts.
         for name, state in payload.get("commands", {}).items():
             if name in interpreter.commands:

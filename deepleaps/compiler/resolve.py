@@ -16,8 +16,9 @@ from typing import Any
 
 import attrs
 
-from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode
-from deepleaps.compiler.registry import CommandSpec, Registry, matches, type_name
+from deepleaps.compiler.arguments import OPTION_KEYS, OptionError, argument_problem, missing_arguments, option_value
+from deepleaps.compiler.plan import Kind, OnError, Plan, PlanNode
+from deepleaps.compiler.registry import CommandSpec, Registry
 from deepleaps.lang import ast
 from deepleaps.lang.ast import Span, python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, did_you_mean, error
@@ -25,8 +26,6 @@ from deepleaps.lang.programfile import ArgsFile, Definition
 
 ROOT = "root"
 ROOT_COMMAND = "Graph"
-#: Keys that configure the node rather than its command.
-OPTION_KEYS = ("repeat", "finish", "run_cycle", "on_error")
 _DEFINE_ONLY_KEYS = ("command", "args", "inherit")
 _VARIABLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
@@ -276,55 +275,20 @@ class Resolver:
 
     def _set(self, draft: _Draft, key: str, value: Any, span: Span | None) -> None:
         if key in OPTION_KEYS:
-            option = self._option(key, value, span)
-            if option is not None:
-                draft.options[key] = option
+            try:
+                draft.options[key] = option_value(key, value)
+            except OptionError as problem:
+                self._fail(str(problem), span)
             return
-        spec = draft.spec
-        field = spec.fields.get(key)
-        if field is None:
-            if not spec.extra_args:
-                self._fail(
-                    f"unknown argument '{key}' for {spec.name} (node '{draft.name}')",
-                    span,
-                    hint=did_you_mean(key, [*spec.fields, *OPTION_KEYS]),
-                )
-                return
-        elif field.type is not None and not matches(value, field.type):
-            self._fail(
-                f"argument '{key}' of {spec.name} expects {type_name(field.type)}, "
-                f"got {type(value).__name__} {value!r}",
-                span,
-            )
+        wrong = argument_problem(draft.spec, draft.name, key, value)
+        if wrong is not None:
+            self._fail(wrong[0], span, hint=wrong[1])
             return
         draft.args[key] = value
 
     def _check_required(self, draft: _Draft, span: Span | None) -> None:
-        for name, field in draft.spec.fields.items():
-            if field.default is attrs.NOTHING and name not in draft.args:
-                self._fail(f"{draft.spec.name} (node '{draft.name}') needs argument '{name}'", span)
-
-    def _option(self, key: str, value: Any, span: Span | None) -> Any:
-        if key == "repeat":
-            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
-                self._fail(f"'repeat' must be an integer ≥ -1 (-1 = forever), got {value!r}", span)
-                return None
-            return value
-        if key == "finish":
-            if not isinstance(value, bool):
-                self._fail(f"'finish' must be true or false, got {value!r}", span)
-                return None
-            return value
-        if key == "on_error":
-            choices = [mode.value for mode in OnError]
-            if value not in choices:
-                self._fail(f"'on_error' must be one of {', '.join(choices)}, got {value!r}", span)
-                return None
-            return OnError(value)
-        cycle = Cycle.parse(value) if isinstance(value, str) else None
-        if cycle is None or cycle.every < 1:
-            self._fail(f"'run_cycle' must look like \"NODE.step:N\" with N ≥ 1, got {value!r}", span)
-        return cycle
+        for name in missing_arguments(draft.spec, draft.args):
+            self._fail(f"{draft.spec.name} (node '{draft.name}') needs argument '{name}'", span)
 
     # ---- base plans (patches) and errors --------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from deepleaps.compiler.arguments import OPTION_KEYS, OptionError, option_value
 from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode
 from deepleaps.lang import ast
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
@@ -27,7 +28,7 @@ from deepleaps.lang.serialize import from_data, to_data
 SCHEMA = "deepleaps.edit/1"
 
 #: Node options that edit scripts treat as arguments of the node.
-OPTIONS = ("repeat", "finish", "run_cycle", "on_error")
+OPTIONS = OPTION_KEYS
 
 
 @attrs.frozen
@@ -137,15 +138,16 @@ def _default_repeat(kind: Kind) -> int:
 
 
 def _with_argument(node: PlanNode, key: str, value: Any) -> PlanNode:
-    if key == "repeat":
-        return attrs.evolve(node, repeat=value)
-    if key == "finish":
-        return attrs.evolve(node, finish=bool(value))
-    if key == "run_cycle":
-        return attrs.evolve(node, run_cycle=Cycle.parse(value) if isinstance(value, str) else value)
-    if key == "on_error":
-        return attrs.evolve(node, on_error=OnError(value))
-    return attrs.evolve(node, args={**node.args, key: value})
+    """``node`` with an argument or option set; an option checked as the resolver checks it."""
+    if key not in OPTIONS:
+        return attrs.evolve(node, args={**node.args, key: value})
+    option: dict[str, Any] = {key: value}
+    if not isinstance(value, Cycle | OnError):  # else already in the Plan's form
+        try:
+            option[key] = option_value(key, value)
+        except OptionError as problem:
+            raise ScriptError(f"node '{node.name}': {problem}") from None
+    return attrs.evolve(node, **option)
 
 
 def _without_argument(node: PlanNode, key: str) -> PlanNode:
@@ -263,7 +265,7 @@ def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
             parent = need(operation.parent)
             if not parent.kind.has_children:
                 raise ScriptError(f"'{parent.name}' is a leaf and cannot have children")
-            kind = Kind(operation.kind)
+            kind = _kind(operation.kind)
             node = PlanNode(operation.name, operation.command, kind, parent=parent.name, repeat=_default_repeat(kind))
             for key, value in operation.arguments.items():
                 node = _with_argument(node, key, value)
@@ -303,7 +305,7 @@ def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
             nodes[operation.node] = _without_argument(need(operation.node), operation.key)
         elif isinstance(operation, RebindClass):
             node = need(operation.node)
-            kind = Kind(operation.kind)
+            kind = _kind(operation.kind)
             if node.children and not kind.has_children:
                 raise ScriptError(f"'{node.name}' has children; class {operation.command} is a leaf")
             # A repeat at the old kind's default becomes the new kind's default, as diff assumes.
@@ -317,6 +319,13 @@ def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
         else:
             raise ScriptError(f"unknown operation {operation!r}")
     return Plan(nodes, plan.root)
+
+
+def _kind(name: str) -> Kind:
+    try:
+        return Kind(name)
+    except ValueError:
+        raise ScriptError(f"'{name}' is not a kind of node ({', '.join(kind.value for kind in Kind)})") from None
 
 
 def describe(operation: Operation) -> str:
@@ -407,6 +416,27 @@ def _operation_from_data(data: Any) -> Operation:
             value = value_from_ast(from_data(value, ast.Value))
         values[field.name] = value
     return cls(**values)
+
+
+def _root_only(root: str) -> Plan:
+    return Plan({root: PlanNode(root, "Graph", Kind.GRAPH)}, root)
+
+
+def program_to_data(plan: Plan) -> dict:
+    """A whole source plan as data (for checkpoints): its root and the edit script that
+    builds it from the bare root."""
+    return {"root": plan.root, "script": script_to_data(diff(_root_only(plan.root), plan))}
+
+
+def program_from_data(data: Any) -> Plan:
+    """The source plan :func:`program_to_data` wrote.
+
+    Raises:
+        ScriptError: the data is not such a program.
+    """
+    if not isinstance(data, Mapping) or not isinstance(data.get("root"), str):
+        raise ScriptError("a saved program needs its 'root' and 'script'")
+    return apply(_root_only(data["root"]), script_from_data(data.get("script")))
 
 
 def script_to_data(script: EditScript) -> dict:

@@ -28,12 +28,13 @@ from typing import Any
 import attrs
 
 from deepleaps.compiler import Plan, PlanNode, Registry, compile_plan
+from deepleaps.compiler.arguments import check_node
 from deepleaps.compiler.check import check_plan
 from deepleaps.control import editscript
 from deepleaps.control.journal import Journal
 from deepleaps.lang import ProgramError
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, error
-from deepleaps.lang.programfile import Definition
+from deepleaps.lang.programfile import Definition, Override
 from deepleaps.runtime.interpreter import Interpreter
 
 log = logging.getLogger("deepleaps.control")
@@ -85,6 +86,47 @@ def _answer(future: Future, reply: Reply) -> None:
     future.set_result(reply)
 
 
+def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceText]) -> None:
+    """The whole-program checks the compiler runs, on a source plan reached by another path
+    (a patch, a replayed journal, a checkpoint).
+
+    Raises:
+        ProgramError: every problem found.
+    """
+    problems: list[Diagnostic] = []
+
+    def fail(message, span=None, hint=None):
+        problems.append(error(message, span, sources.get(span.file) if span else None, hint=hint))
+
+    check_plan(plan, fail, {})
+    for node in plan.nodes.values():
+        check_node(node, registry, fail)
+    if problems:
+        raise ProgramError(problems)
+
+
+def restore_program(saved: Mapping[str, Any], registry: Registry, overrides: Sequence[Override] = ()) -> Plan:
+    """The source plan a checkpoint kept (see :meth:`Controller.saved`) with ``deepleaps run
+    --set`` overrides of its nodes' arguments, checked.
+
+    Raises:
+        ProgramError: it is not a program, an override names no node of it, or it no
+            longer passes the checks (a class gone, …).
+    """
+    plan = editscript.program_from_data(saved["program"])
+    missing = [override for override in overrides if override.node not in plan]
+    if missing:
+        raise ProgramError(
+            [
+                error(f"--set: the resumed program has no node '{override.node}'", override.span, override.source)
+                for override in missing
+            ]
+        )
+    plan = editscript.apply(plan, [editscript.SetArgument(o.node, o.key, o.value) for o in overrides])
+    check_program(plan, registry, {override.source.name: override.source for override in overrides})
+    return plan
+
+
 @attrs.define
 class _Request:
     verb: str
@@ -123,7 +165,11 @@ class Controller:
         workspace: Path | None = None,
         allow_external_modules: bool = False,
         replay: Sequence[Mapping[str, Any]] = (),
+        restored: Mapping[str, Any] | None = None,
+        journaled_ids: Sequence[int] = (),
     ):
+        """``restored`` is what :meth:`saved` kept in the checkpoint a run resumes from
+        (``source`` is then its program); ``journaled_ids`` the ids its journal holds."""
         self.interpreter = interpreter
         self.source = source
         self.registry = registry
@@ -134,14 +180,26 @@ class Controller:
         self.journal = journal
         self.workspace = workspace
         self.allow_external_modules = allow_external_modules
-        self.version = 1
+        self.version = int(restored["version"]) if restored else 1
         self.history: list[Applied] = []
         self.paused = False
         self._queue: collections.deque[_Request] = collections.deque()
         self._wake = threading.Event()
         self._replay = collections.deque(replay)
-        self._next_patch_id = 1 + max((int(entry.get("id", 0)) for entry in replay), default=0)
+        # Ids go on after every id this run has journaled or replays (a resumed run's journal
+        # may hold entries after its checkpoint, lost with the process).
+        ids = [int(entry.get("id", 0)) for entry in replay] + [int(i) for i in journaled_ids]
+        self._next_patch_id = max(1 + max(ids, default=0), int(restored["next_patch_id"]) if restored else 1)
         self._closed = False
+        #: Who asked for the change being made: socket, signal, runtime, replay …
+        self._origin = "socket"
+        #: Nodes with ``on_error: remove`` that failed, to remove at the next safe point.
+        self._runtime: collections.deque[tuple[str, str]] = collections.deque()
+        #: The nodes the runtime removed (STATUS shows them), and which patch added each node.
+        self.removed: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
+        self.added_by: dict[str, int] = {key: int(value) for key, value in (restored or {}).get("added_by", {}).items()}
+        interpreter.on_remove = self._node_failed
+        interpreter.checkpoint_parts["control"] = self.saved
         self._monitor_due = 0.0
         self._lock = threading.RLock()  # a signal handler may request while its own thread holds it
         interpreter.add_safe_point_hook(self.on_safe_point)
@@ -188,11 +246,15 @@ class Controller:
     def on_safe_point(self, interpreter: Interpreter, node: PlanNode) -> None:
         if self._replay:
             self._replay_due(node)
+        if self._runtime:
+            self._remove_failed(node)
         while self._queue:
             self._serve(self._queue.popleft(), node)
         while self.paused and not self._closed:
             self._wake.wait(0.2)
             self._wake.clear()
+            if self._replay:  # a RESUME journaled at the point of its PAUSE
+                self._replay_due(node)
             while self._queue:
                 self._serve(self._queue.popleft(), node)
         now = time.monotonic()
@@ -201,6 +263,7 @@ class Controller:
             self.write_monitor()
 
     def _serve(self, request: _Request, node: PlanNode) -> None:
+        self._origin = request.origin
         try:
             reply = self._verbs[request.verb](self, request.payload, node)
         except ProgramError as problem:
@@ -208,6 +271,8 @@ class Controller:
         except Exception as problem:  # a bug or an environment failure: report, never kill the run
             log.exception("%s failed", request.verb)
             reply = failure(request.verb, describe(problem))
+        finally:
+            self._origin = "socket"
         _answer(request.future, reply)
 
     def point(self, node: PlanNode) -> dict:
@@ -219,50 +284,102 @@ class Controller:
 
     def check(self, plan: Plan) -> None:
         """The whole-program checks the compiler runs, on a changed source plan."""
-        problems: list[Diagnostic] = []
+        check_program(plan, self.registry, self.sources)
 
-        def fail(message, span=None, hint=None):
-            problems.append(error(message, span, self.sources.get(span.file) if span else None, hint=hint))
+    def saved(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the running program, so that resume goes on with it."""
+        return {
+            "program": editscript.program_to_data(self.source),
+            "version": self.version,
+            "next_patch_id": self._next_patch_id,
+            "added_by": dict(self.added_by),
+        }
 
-        check_plan(plan, fail, {})
-        for node in plan.nodes.values():
-            if self.registry.get(node.command) is None:
-                fail(f"unknown command class '{node.command}' for node '{node.name}'", node.span)
-        if problems:
-            raise ProgramError(problems)
+    def commit(
+        self, verb: str, text: str, script: editscript.EditScript, node: PlanNode, *, undoes: bool = False
+    ) -> Reply:
+        """Apply ``script`` (computed against the running program) at this safe point.
 
-    def commit(self, verb: str, text: str, script: editscript.EditScript, node: PlanNode) -> Reply:
-        """Install ``script`` (already computed against the running program) at this safe point."""
+        The commit protocol (docs/design.md §6): everything that can fail is
+        prepared first (the new program, its checks and compilation, the new
+        command instances, the journal entry), the entry is written, and only
+        then is the change installed. A failure before the install changes
+        nothing. ``undoes`` takes the change back out of the UNDO history.
+        """
         if not script:
             return Reply(True, verb, "no change", version=self.version, point=self.point(node))
         before = self.source
         after = editscript.apply(before, script)
         self.check(after)
-        compiled = compile_plan(after)
-        self.interpreter.install(compiled.plan, rebuild=script.touched())
-        self.source = after
-        self.version += 1
-        patch_id = self._next_patch_id
-        self._next_patch_id += 1
-        self.history.append(Applied(patch_id, before, after))
-        del self.history[:-HISTORY]
+        plan = compile_plan(after).plan
+        built = self.interpreter.build(plan, rebuild=script.touched())
         point = self.point(node)
         data = editscript.script_to_data(script)
-        self.record(patch_id, verb, text, point, script=data)
+        patch_id = self._journal(verb, text, point, self.version + 1, diff=data)
+        self.interpreter.install_built(plan, built)
+        self.source = after
+        self.version += 1
+        if undoes:
+            self.history.pop()
+        else:
+            self.history.append(Applied(patch_id, before, after))
+            del self.history[:-HISTORY]
+        for operation in script.operations:
+            if isinstance(operation, editscript.AddNode):
+                self.added_by[operation.name] = patch_id
         self.write_monitor()
         return Reply(True, verb, "applied", self.version, patch_id, tuple(script.summary()), data, point)
 
-    def record(self, patch_id: int | None, verb: str, text: str, point: dict, script: dict | None = None) -> int:
-        """A journal line for an applied change (plan patch or runtime action); its patch id."""
-        if patch_id is None:
-            patch_id = self._next_patch_id
-            self._next_patch_id += 1
-        if self.journal is None:
-            return patch_id
-        self.journal.write(
-            {"id": patch_id, "verb": verb, "text": text, "diff": script, "point": point, "version": self.version}
-        )
+    def act(self, verb: str, text: str, node: PlanNode, effect: Callable[[], str], data: Any = None) -> Reply:
+        """A change other than a program patch (a setting, a variable, a stop …): journaled,
+        then done. Whatever can fail is checked before; ``effect`` does it and says what it did."""
+        point = self.point(node)
+        patch_id = self._journal(verb, text, point, self.version)
+        return Reply(True, verb, effect(), self.version, patch_id, point=point, data=data)
+
+    def _journal(self, verb: str, text: str, point: dict, version: int, **extra: Any) -> int:
+        """Write the journal entry of a change about to be made; its patch id.
+
+        Raises:
+            ProgramError: the entry could not be written, so the change must not be made.
+        """
+        patch_id = self._next_patch_id
+        entry = {"id": patch_id, "verb": verb, "text": text, "origin": self._origin, "point": point}
+        entry.update(version=version, diff=extra.pop("diff", None), **extra)
+        if self.journal is not None:
+            try:
+                self.journal.write(entry)
+            except OSError as problem:
+                message = f"the journal cannot be written ({describe(problem)}); nothing changed"
+                raise ProgramError([Diagnostic(message)]) from None
+        self._next_patch_id += 1
         return patch_id
+
+    # ---- changes the runtime makes --------------------------------------------------------
+
+    def _node_failed(self, node: PlanNode, error: Exception) -> None:
+        """A node with ``on_error: remove`` failed (interpreter thread): it is removed at the
+        next safe point, through the commit protocol, and the removal is kept for STATUS."""
+        self._runtime.append((node.name, describe(error)))
+
+    def _remove_failed(self, node: PlanNode) -> None:
+        while self._runtime:
+            name, reason = self._runtime.popleft()
+            if name not in self.source:
+                continue  # already removed (a replayed journal removes it first)
+            script = editscript.diff(self.source, self.source.without(name), self.version)
+            self._origin = "runtime"
+            try:
+                reply = self.commit("REMOVE", name, script, node)
+            except ProgramError as problem:  # it stays out of the run; the log says why it is still listed
+                log.error("cannot remove the failed node %s: %s", name, describe(problem))
+                continue
+            finally:
+                self._origin = "socket"
+            event = {"node": name, "error": reason, "patch_id": reply.patch_id, "point": reply.point}
+            event["added_by"] = self.added_by.get(name)
+            self.removed.append(event)
+            log.warning("removed node %s after it failed (patch %s)", name, reply.patch_id)
 
     def unreplayed(self) -> list[Mapping[str, Any]]:
         """The journal entries being replayed whose point the run has not reached (yet)."""
@@ -280,7 +397,11 @@ class Controller:
             self._replay.popleft()
             from deepleaps.control import verbs
 
-            reply = verbs.replay(self, entry, node)
+            self._origin = "replay"
+            try:
+                reply = verbs.replay(self, entry, node)
+            finally:
+                self._origin = "socket"
             if not reply.ok:
                 reason = describe(ProgramError(reply.errors)) if reply.errors else reply.message
                 message = f"journal entry {entry['id']} ({entry['verb']}) failed on replay: {reason}"

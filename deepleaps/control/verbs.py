@@ -23,7 +23,7 @@ from deepleaps.control import editscript
 from deepleaps.control.engine import Reply, failure
 from deepleaps.lang import ProgramError, parse, parse_value
 from deepleaps.lang.ast import python_value
-from deepleaps.lang.diagnostics import Diagnostic, SourceText, did_you_mean
+from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
 from deepleaps.lang.programfile import load_program_file
 
 if TYPE_CHECKING:
@@ -117,17 +117,14 @@ def patch(controller: Controller, payload: str, node: PlanNode) -> Reply:
 
 
 def undo(controller: Controller, payload: str, node: PlanNode) -> Reply:
-    """``UNDO``: apply the inverse of the last applied plan change."""
+    """``UNDO``: apply the inverse of the last applied plan change (kept for UNDO until it succeeds)."""
     if not controller.history:
         return failure("UNDO", "nothing to undo")
-    undone = controller.history.pop()
+    undone = controller.history[-1]
     script = editscript.diff(controller.source, undone.before, controller.version)
-    reply = controller.commit("UNDO", str(undone.patch_id), script, node)
-    if reply.ok and script:
-        controller.history.pop()  # an undo is not itself undone by the next UNDO
-    else:
-        controller.history.append(undone)
-    return reply
+    if not script:  # the program is already as it was before that change
+        controller.history.pop()
+    return controller.commit("UNDO", str(undone.patch_id), script, node, undoes=True)
 
 
 # ---- runtime settings ---------------------------------------------------------------
@@ -157,12 +154,10 @@ def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
         container = controller.interpreter.context.container
         if container is None:
             return failure("SET", "no trainer container yet: try again after it is built")
-        changed = (
+        effect = (
             _set_optimizer(container, rest, value) if head == "optimizer" else _set_attribute(container, rest, value)
         )
-        point = controller.point(node)
-        patch_id = controller.record(None, "SET", payload, point)
-        return Reply(True, "SET", changed, controller.version, patch_id, point=point)
+        return controller.act("SET", payload, node, effect)
     if head not in controller.source:
         hint = did_you_mean(head, [*controller.source.nodes, "optimizer", "main"])
         raise ProgramError([Diagnostic(f"SET: no node or object '{head}'", hint=hint)])
@@ -174,7 +169,8 @@ def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
     return controller.commit("SET", payload, editscript.diff(controller.source, new, controller.version), node)
 
 
-def _set_optimizer(container, path: str, value: Any) -> str:
+def _set_optimizer(container, path: str, value: Any) -> Callable[[], str]:
+    """What ``SET optimizer.PATH value`` does, once it is journaled; checked now."""
     optimizer = container.optimizer
     group, _, key = path.rpartition(".")
     groups = optimizer.param_groups
@@ -188,20 +184,29 @@ def _set_optimizer(container, path: str, value: Any) -> str:
     if key not in chosen[0]:
         known = ", ".join(k for k in chosen[0] if k != "params")
         raise ProgramError([Diagnostic(f"the optimizer has no hyperparameter '{key}' (it has {known})")])
-    for g in chosen:
-        g[key] = value
-    return f"optimizer {key} = {value!r} in {len(chosen)} param group(s)"
+
+    def effect() -> str:
+        for g in chosen:
+            g[key] = value
+        return f"optimizer {key} = {value!r} in {len(chosen)} param group(s)"
+
+    return effect
 
 
-def _set_attribute(container, path: str, value: Any) -> str:
+def _set_attribute(container, path: str, value: Any) -> Callable[[], str]:
+    """What ``SET main.PATH value`` does, once it is journaled; checked now."""
     *parents, last = path.split(".")
     target = container
     for part in parents:
         target = getattr(target, part)
     if not hasattr(target, last):
         raise ProgramError([Diagnostic(f"'{type(target).__name__}' has no attribute '{last}'")])
-    setattr(target, last, value)
-    return f"{path} = {value!r}"
+
+    def effect() -> str:
+        setattr(target, last, value)
+        return f"{path} = {value!r}"
+
+    return effect
 
 
 #: How a quoted string, a list and a mapping begin: an EXPORT value that begins so must be a whole literal.
@@ -225,26 +230,31 @@ def export(controller: Controller, payload: str, node: PlanNode) -> Reply:
     name, value_text = _assignment(payload, "EXPORT")
     value = _exported_value(value_text)
     variables = controller.interpreter.context.variables
-    variables[name] = value
-    exported = variables.setdefault("exported", [])
-    if name not in exported:
-        exported.append(name)
-    point = controller.point(node)
-    patch_id = controller.record(None, "EXPORT", payload, point)
-    return Reply(True, "EXPORT", f"${name} = {value!r}", controller.version, patch_id, point=point)
+
+    def effect() -> str:
+        variables[name] = value
+        exported = variables.setdefault("exported", [])
+        if name not in exported:
+            exported.append(name)
+        return f"${name} = {value!r}"
+
+    return controller.act("EXPORT", payload, node, effect)
 
 
 def pause(controller: Controller, payload: str, node: PlanNode) -> Reply:
-    controller.paused = True
-    return Reply(True, "PAUSE", "paused", controller.version, point=controller.point(node))
+    def effect() -> str:
+        controller.paused = True
+        return "paused"
+
+    return controller.act("PAUSE", payload, node, effect)
 
 
 def resume(controller: Controller, payload: str, node: PlanNode) -> Reply:
-    was = controller.paused
-    controller.paused = False
-    return Reply(
-        True, "RESUME", "resumed" if was else "was not paused", controller.version, point=controller.point(node)
-    )
+    def effect() -> str:
+        was, controller.paused = controller.paused, False
+        return "resumed" if was else "was not paused"
+
+    return controller.act("RESUME", payload, node, effect)
 
 
 def _checkpoint(controller: Controller) -> str:
@@ -252,35 +262,44 @@ def _checkpoint(controller: Controller) -> str:
     from deepleaps.train.commands import save_checkpoint
 
     ctx = controller.interpreter.context
-    if ctx.container is None or "base" not in ctx.variables:
-        raise ProgramError([Diagnostic("nothing to checkpoint yet: no trainer container")])
     ref = save_checkpoint(ctx, ctx.container.modules, CheckpointStore(ctx.variables["base"]))
     log.info("saved checkpoint %s at %s", ref.id, "/".join(controller.interpreter.position()))
     return ref.id
 
 
+def _can_checkpoint(controller: Controller) -> bool:
+    ctx = controller.interpreter.context
+    return ctx.container is not None and "base" in ctx.variables
+
+
 def checkpoint(controller: Controller, payload: str, node: PlanNode) -> Reply:
-    checkpoint_id = _checkpoint(controller)
-    return Reply(
-        True,
-        "CHECKPOINT",
-        f"checkpoint {checkpoint_id}",
-        controller.version,
-        point=controller.point(node),
-        data={"id": checkpoint_id},
-    )
+    """``CHECKPOINT``: write one now (journaled first: the journal never lags a checkpoint)."""
+    if not _can_checkpoint(controller):
+        raise ProgramError([Diagnostic("nothing to checkpoint yet: no trainer container")])
+    data: dict[str, str] = {}
+
+    def effect() -> str:
+        data["id"] = _checkpoint(controller)
+        return f"checkpoint {data['id']}"
+
+    return controller.act("CHECKPOINT", payload, node, effect, data=data)
 
 
 def stop(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``STOP``: write a checkpoint, then end the run cleanly at this safe point."""
-    message = "stopping"
-    if controller.interpreter.context.container is not None:
-        message += f" after checkpoint {_checkpoint(controller)}"
-    controller.paused = False
-    controller.interpreter.request_stop()
-    point = controller.point(node)
-    patch_id = controller.record(None, "STOP", payload, point)
-    return Reply(True, "STOP", message, controller.version, patch_id, point=point)
+
+    def effect() -> str:
+        controller.paused = False
+        controller.interpreter.request_stop()
+        if not _can_checkpoint(controller):
+            return "stopping"
+        try:
+            return f"stopping after checkpoint {_checkpoint(controller)}"
+        except Exception as problem:  # the stop stands; the run's last checkpoint is the one before
+            log.exception("STOP: the checkpoint failed")
+            return f"stopping; the checkpoint failed: {describe(problem)}"
+
+    return controller.act("STOP", payload, node, effect)
 
 
 # ---- code ---------------------------------------------------------------------------
@@ -317,10 +336,8 @@ def import_module(controller: Controller, payload: str, node: PlanNode, verb: st
     if verb == "RELOAD_MODULE":
         rebuilt = _rebind(controller, module)
         rebuilt += _rebuild_model(controller, module)
-    point = controller.point(node)
-    patch_id = controller.record(None, verb, payload, point)
     message = f"imported {module}" + (f"; rebuilt {', '.join(rebuilt)}" if rebuilt else "")
-    return Reply(True, verb, message, controller.version, patch_id, point=point)
+    return controller.act(verb, payload, node, lambda: message)
 
 
 def _rebind(controller: Controller, module: str) -> list[str]:

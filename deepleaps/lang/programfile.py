@@ -213,15 +213,23 @@ def _check_duplicate_keys(root: yaml.Node, source: SourceText) -> None:
             stack.extend(node.value)
 
 
-def with_overrides(program_file: ProgramFile, assignments: Iterable[str]) -> ProgramFile:
-    """The file with ``NODE.KEY=VALUE`` assignments (``deepleaps run --set``) written over its
-    DEFINE entries, as if the YAML said so: the compiler checks them, with their own spans.
+@attrs.frozen
+class Override:
+    """One ``NODE.KEY=VALUE`` of ``deepleaps run --set``."""
+
+    node: str
+    key: str
+    value: Any
+    span: ast.Span
+    source: SourceText
+
+
+def parse_overrides(assignments: Iterable[str]) -> list[Override]:
+    """``NODE.KEY=VALUE`` texts, each its own source (``--set N``) for diagnostics.
 
     A value is a literal of the language; one that is not one is kept as the string it is.
     """
-    definitions = dict(program_file.definitions)
-    sources = []
-    problems = []
+    overrides, problems = [], []
     for number, text in enumerate(assignments, 1):
         source = SourceText(f"--set {number}", text)
         target, equals, value_text = text.partition("=")
@@ -229,21 +237,36 @@ def with_overrides(program_file: ProgramFile, assignments: Iterable[str]) -> Pro
         if not (equals and dot and name and key):
             problems.append(Diagnostic(f"--set takes NODE.ARGUMENT=VALUE, not '{text}'"))
             continue
-        definition = definitions.get(name)
-        if definition is None:
-            hint = did_you_mean(name, definitions)
-            problems.append(Diagnostic(f"--set: no DEFINE entry '{name}'", hint=hint))
-            continue
         column = len(target) + 2
         span = ast.Span(source.name, 1, column, 1, column + len(value_text))
         try:
             value = ast.python_value(parse_value(value_text.strip(), source.name))
         except ProgramError:
             value = value_text.strip()
-        definitions[name] = attrs.evolve(
-            definition, data={**definition.data, key: value}, spans={**definition.spans, key: span}
+        overrides.append(Override(name, key, value, span, source))
+    if problems:
+        raise ProgramError(problems)
+    return overrides
+
+
+def with_overrides(program_file: ProgramFile, overrides: Iterable[Override]) -> ProgramFile:
+    """The file with ``--set`` overrides written over its DEFINE entries, as if the YAML
+    said so: the compiler checks them, with their own spans."""
+    definitions = dict(program_file.definitions)
+    problems = []
+    sources = []
+    for override in overrides:
+        definition = definitions.get(override.node)
+        if definition is None:
+            hint = did_you_mean(override.node, definitions)
+            problems.append(Diagnostic(f"--set: no DEFINE entry '{override.node}'", hint=hint))
+            continue
+        definitions[override.node] = attrs.evolve(
+            definition,
+            data={**definition.data, override.key: override.value},
+            spans={**definition.spans, override.key: override.span},
         )
-        sources.append(source)
+        sources.append(override.source)
     if problems:
         raise ProgramError(problems)
     return attrs.evolve(program_file, definitions=definitions, loaded_sources=(*program_file.loaded_sources, *sources))

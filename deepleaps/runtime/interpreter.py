@@ -181,6 +181,11 @@ class Interpreter:
         self._stack: list[str] = []  # the nodes under way, root first
         self._resume: list[str] = []
         self._resume_hooks: list[Callable[[Interpreter], None]] = []
+        #: Told of a node with ``on_error: remove`` that failed (it no longer runs): the
+        #: owner of the program removes it at the next safe point.
+        self.on_remove: Callable[[PlanNode, Exception], None] | None = None
+        #: Further parts of a checkpoint, by key: each callable returns what to keep.
+        self.checkpoint_parts: dict[str, Callable[[], Any]] = {}
         self.install(plan)
 
     # ---- plan changes ---------------------------------------------------------
@@ -202,6 +207,11 @@ class Interpreter:
 
         All or nothing: if a command cannot be built, nothing changes.
         """
+        self.install_built(plan, self.build(plan, rebuild))
+
+    def build(self, plan: Plan, rebuild: Iterable[str] = ()) -> dict[str, Command]:
+        """The command instances that installing ``plan`` needs anew (see :meth:`install`),
+        built without changing anything: what can fail when a plan changes fails here."""
         rebuild = set(rebuild)
         old = self.plan
         built = {}
@@ -213,6 +223,10 @@ class Interpreter:
                 or (previous is not None and (previous.command, previous.args) != (node.command, node.args))
             ):
                 built[name] = self._build(node)
+        return built
+
+    def install_built(self, plan: Plan, built: Mapping[str, Command]) -> None:
+        """Swap in ``plan`` with the commands :meth:`build` made for it; cannot fail."""
         for name in list(self.states):
             if name not in plan.nodes:
                 del self.states[name]
@@ -238,12 +252,9 @@ class Interpreter:
         fields = spec.fields
         known = {key: value for key, value in values.items() if key in fields}
         extra = {key: value for key, value in values.items() if key not in fields}
-        try:
-            return spec.args(**known), extra
-        except (TypeError, ValueError):
-            if resolve:
-                raise
-            return None, extra  # holds variables: built when the node runs
+        if not resolve and has_variables(known):
+            return None, extra  # built when the node runs, with the variables' values
+        return spec.args(**known), extra
 
     def position(self) -> list[str]:
         """The nodes under way, from the root to the one running now."""
@@ -531,4 +542,7 @@ class Interpreter:
             raise NodeFailed(path, error) from error
         log.warning("node %s failed: %s (on_error: %s)", path, describe(error), node.on_error.value)
         if node.on_error is OnError.REMOVE:
-            self.install(self.plan.without(node.name))
+            # It runs no more from now on; the program changes only through whoever owns it.
+            self.states[node.name].finished = True
+            if self.on_remove is not None:
+                self.on_remove(node, error)

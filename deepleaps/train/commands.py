@@ -128,6 +128,7 @@ def save_checkpoint(ctx: Context, modules: dict[str, Any], store: CheckpointStor
         "commands": {name: state for name, cmd in interpreter.commands.items() if (state := cmd.state_dict())},
         "program": ctx.variables.get("program_text"),
         "variables": {key: ctx.variables[key] for key in ctx.variables.get("exported", ())},
+        **{key: part() for key, part in interpreter.checkpoint_parts.items()},
     }
     # ckp.meta is rewritten at every save: it keeps the counters of graphs only.
     plan = interpreter.plan
