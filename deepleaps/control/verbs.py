@@ -402,8 +402,13 @@ def status(controller: Controller, payload: str = "") -> Reply:
         "tree": plan_tree(interpreter.plan, interpreter.states),
         "last_loss": getattr(container, "last_loss", None),
         "metrics": dict(getattr(container, "metrics", {}) or {}),
+        "removed": list(controller.removed),
     }
-    return Reply(True, "STATUS", data["tree"], controller.version, data=data)
+    lines = [data["tree"].rstrip("\n")]
+    for event in controller.removed:
+        added = f" (added by patch {event['added_by']})" if event["added_by"] is not None else ""
+        lines.append(f"removed by the runtime: {event['node']}{added}: {event['error']}")
+    return Reply(True, "STATUS", "\n".join(lines) + "\n", controller.version, data=data)
 
 
 def dot(controller: Controller, payload: str = "") -> Reply:
