@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from control_fixtures import make_control_workspace, running, wait_for
+from control_fixtures import make_control_workspace, run_cli, running, wait_for
 from workspace_fixtures import (  # noqa: F401  (small_workspace is a fixture)
     assert_same_tensors,
     checkpoints,
@@ -193,3 +193,28 @@ def test_resume_goes_on_with_the_changed_program_and_ends_as_a_run_given_the_sam
     expected = load(checkpoints(reference_dir)[-1])
     assert_same_tensors(final["modules"]["MODEL"], expected["modules"]["MODEL"])
     assert final["states"]["TRAINING_BATCH"] == expected["states"]["TRAINING_BATCH"]
+
+
+def test_a_change_made_against_an_older_version_is_refused_as_stale(workspace):
+    with running(workspace, "versions", private=False) as training:
+        version = training.send("STATUS")["version"]
+        first = training.send(f"ADD@{version}", '$TRAINING_BATCH( *PrintCommand[content="a"] )')
+        assert first["ok"] and first["version"] == version + 1, first
+        for verb, payload in [
+            ("ADD", '$TRAINING_BATCH( *PrintCommand[content="b"] )'),
+            ("SET", "TRAINING_BATCH.batch_size 4"),
+            ("REMOVE", "PrintCommand"),
+            ("APPLY", "$root( $TRAINER_CONTAINER_LOAD )"),
+        ]:
+            reply = training.send(f"{verb}@{version}", payload)
+            assert not reply["ok"], reply
+            assert reply["message"] == (
+                f"error: stale: made against version {version}, the program is at version {version + 1}; "
+                "look at it again (STATUS, DIFF) and resend"
+            )
+        assert training.send("STATUS")["version"] == version + 1
+        assert not training.send("STATUS@1")["ok"]
+        cli = run_cli(training.workspace, "send", "--base", str(version + 1), "REMOVE", "PrintCommand")
+        assert cli.returncode == 0, cli.stderr
+        stale = run_cli(training.workspace, "send", "--base", str(version + 1), "UNDO")
+        assert stale.returncode == 1 and "stale: made against version" in stale.stderr

@@ -88,26 +88,38 @@ def _program_text(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")
 
 
+BASE = click.option(
+    "--base", type=click.IntRange(min=1), help="The program version this was made against: refused if it moved."
+)
+
+
 @click.command()
 @click.argument("verb")
 @click.argument("payload", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON reply.")
+@BASE
 @connection_options
-def send(verb, payload, as_json, host, port, token, workspace):
+def send(verb, payload, as_json, base, host, port, token, workspace):
     """Send VERB PAYLOAD to the running training, e.g. `deepleaps send SET optimizer.lr 0.001`."""
     with _client(host, port, token, workspace) as client:
-        _show(client.send(verb, " ".join(payload)), as_json)
+        _show(client.send(_versioned(verb, base), " ".join(payload)), as_json)
 
 
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True)
+@BASE
 @connection_options
-def apply(file, as_json, host, port, token, workspace):
+def apply(file, as_json, base, host, port, token, workspace):
     """Apply a whole edited program (.dl, or a command file's DEFAULT): the server diffs it."""
     text = _program_text(file)
     with _client(host, port, token, workspace) as client:
-        _show(client.send("APPLY", text), as_json)
+        _show(client.send(_versioned("APPLY", base), text), as_json)
+
+
+def _versioned(verb: str, base: int | None) -> str:
+    """``VERB@N``: the server refuses it once the program has moved past version N."""
+    return verb if base is None else f"{verb}@{base}"
 
 
 @click.command()
@@ -140,7 +152,7 @@ def status(watch, host, port, token, workspace):
             if watch:
                 click.clear()
             click.echo(text.rstrip())
-            click.echo(data.get("tree", reply.get("message", "")))
+            click.echo(reply.get("message", "").rstrip("\n"))  # the tree, and nodes the runtime removed
             if not watch:
                 return
             time.sleep(1)

@@ -86,6 +86,14 @@ def _answer(future: Future, reply: Reply) -> None:
     future.set_result(reply)
 
 
+def stale(base: int | None, version: int) -> str:
+    """Why a request made against version ``base`` is refused at ``version``."""
+    return (
+        f"stale: made against version {base}, the program is at version {version}; "
+        "look at it again (STATUS, DIFF) and resend"
+    )
+
+
 def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceText]) -> None:
     """The whole-program checks the compiler runs, on a source plan reached by another path
     (a patch, a replayed journal, a checkpoint).
@@ -133,6 +141,8 @@ class _Request:
     payload: str
     future: Future
     origin: str = "socket"
+    #: ``VERB@N``: the version the request was made against; refused if the program moved.
+    base: int | None = None
 
 
 #: How many applied changes UNDO can go back through.
@@ -211,9 +221,15 @@ class Controller:
     # ---- requests (any thread) ------------------------------------------------------
 
     def request(self, verb: str, payload: str = "", origin: str = "socket") -> Future:
-        """Submit ``VERB payload``; the future resolves to a :class:`Reply`."""
-        verb = verb.upper()
+        """Submit ``VERB payload`` (or ``VERB@N payload``: only if the program is still at
+        version N); the future resolves to a :class:`Reply`."""
+        verb, at, base_text = verb.upper().partition("@")
         future: Future = Future()
+        base = int(base_text) if base_text.isdigit() else None
+        if at and (base is None or verb in self._immediate):
+            why = "a version: VERB@N" if base is None else f"no version: {verb} changes nothing"
+            _answer(future, failure(verb, f"'{verb}@{base_text}' is not a verb: {verb}@ takes {why}"))
+            return future
         if verb in self._immediate:
             try:
                 _answer(future, self._immediate[verb](self, payload))
@@ -228,7 +244,7 @@ class Controller:
             if self._closed:
                 _answer(future, failure(verb, "the training has ended; nothing more is applied"))
                 return future
-            self._queue.append(_Request(verb, payload, future, origin))
+            self._queue.append(_Request(verb, payload, future, origin, base))
         self._wake.set()
         return future
 
@@ -265,6 +281,8 @@ class Controller:
     def _serve(self, request: _Request, node: PlanNode) -> None:
         self._origin = request.origin
         try:
+            if request.base is not None and request.base != self.version:
+                raise ProgramError([Diagnostic(stale(request.base, self.version))])
             reply = self._verbs[request.verb](self, request.payload, node)
         except ProgramError as problem:
             reply = failure(request.verb, problem)

@@ -20,7 +20,7 @@ from deepleaps.compiler import PlanNode, resolve
 from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript
-from deepleaps.control.engine import Reply, failure
+from deepleaps.control.engine import Reply, failure, stale
 from deepleaps.lang import ProgramError, parse, parse_value
 from deepleaps.lang.ast import python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
@@ -108,11 +108,7 @@ def patch(controller: Controller, payload: str, node: PlanNode) -> Reply:
         raise ProgramError([Diagnostic(f"PATCH needs an edit script in JSON: {problem}")]) from None
     script = editscript.script_from_data(data)
     if script.base_version != controller.version:
-        return failure(
-            "PATCH",
-            f"stale edit script: computed against version {script.base_version}, "
-            f"the program is at version {controller.version}; compute the diff again",
-        )
+        return failure("PATCH", stale(script.base_version, controller.version))
     return controller.commit("PATCH", payload, script, node)
 
 
