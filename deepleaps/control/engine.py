@@ -86,6 +86,15 @@ def _answer(future: Future, reply: Reply) -> None:
     future.set_result(reply)
 
 
+def _when_durable(reply: Reply, done: Future) -> Reply:
+    """``reply``, once its journal entry is on disk (or could not be made so: it is in effect)."""
+    problem = done.exception()
+    if problem is None:
+        return reply
+    log.error("journal entry %s could not be made durable: %s", reply.patch_id, describe(problem))
+    return attrs.evolve(reply, message=f"{reply.message} (the journal could not be synced: {describe(problem)})")
+
+
 def stale(base: int | None, version: int) -> str:
     """Why a request made against version ``base`` is refused at ``version``."""
     return (
@@ -203,6 +212,8 @@ class Controller:
         self._closed = False
         #: Who asked for the change being made: socket, signal, runtime, replay …
         self._origin = "socket"
+        #: The journal's promise that the entry of the request being served is on disk.
+        self._durable: Future | None = None
         #: Nodes with ``on_error: remove`` that failed, to remove at the next safe point.
         self._runtime: collections.deque[tuple[str, str]] = collections.deque()
         #: The nodes the runtime removed (STATUS shows them), and which patch added each node.
@@ -256,6 +267,8 @@ class Controller:
             self._queue.clear()
         for request in pending:
             _answer(request.future, failure(request.verb, "the training ended before this was applied"))
+        if self.journal is not None:
+            self.journal.close()
 
     # ---- the safe point (interpreter thread) ----------------------------------------------
 
@@ -280,6 +293,7 @@ class Controller:
 
     def _serve(self, request: _Request, node: PlanNode) -> None:
         self._origin = request.origin
+        self._durable = None
         try:
             if request.base is not None and request.base != self.version:
                 raise ProgramError([Diagnostic(stale(request.base, self.version))])
@@ -291,7 +305,12 @@ class Controller:
             reply = failure(request.verb, describe(problem))
         finally:
             self._origin = "socket"
-        _answer(request.future, reply)
+        durable, self._durable = self._durable, None
+        if durable is None or not reply.ok:
+            _answer(request.future, reply)
+            return
+        # The reply waits for its journal entry to be on disk; the training does not.
+        durable.add_done_callback(lambda done: _answer(request.future, _when_durable(reply, done)))
 
     def point(self, node: PlanNode) -> dict:
         """Where a change takes effect: the safe point's node, its path and counters."""
@@ -305,7 +324,12 @@ class Controller:
         check_program(plan, self.registry, self.sources)
 
     def saved(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the running program, so that resume goes on with it."""
+        """What a checkpoint keeps of the running program, so that resume goes on with it.
+
+        Waits for the journal: a checkpoint is never on disk ahead of the entries its state includes.
+        """
+        if self.journal is not None:
+            self.journal.sync()
         return {
             "program": editscript.program_to_data(self.source),
             "version": self.version,
@@ -366,7 +390,7 @@ class Controller:
         entry.update(version=version, diff=extra.pop("diff", None), **extra)
         if self.journal is not None:
             try:
-                self.journal.write(entry)
+                self._durable = self.journal.write(entry)
             except OSError as problem:
                 message = f"the journal cannot be written ({describe(problem)}); nothing changed"
                 raise ProgramError([Diagnostic(message)]) from None
