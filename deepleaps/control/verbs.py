@@ -21,10 +21,12 @@ from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript
 from deepleaps.control.engine import Reply, failure, stale
-from deepleaps.lang import ProgramError, parse, parse_value
+from deepleaps.control.identity import match_identities
+from deepleaps.lang import ProgramError, ast, parse, parse_value
 from deepleaps.lang.ast import python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
 from deepleaps.lang.programfile import load_program_file
+from deepleaps.lang.visitor import walk
 
 if TYPE_CHECKING:
     from deepleaps.control.engine import Controller
@@ -38,9 +40,16 @@ _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*)\s*(?:=|\s)\s*(.*?)\s*$", re
 # ---- programs -------------------------------------------------------------------------
 
 
-def _resolve(controller: Controller, text: str, verb: str, *, base: bool):
+def _edited(controller: Controller, text: str, verb: str):
+    """A whole edited program (APPLY, DIFF), its anonymous nodes matched to the running ones."""
+    program = parse(text, f"<{verb}>")
+    named = {node.name for node in walk(program) if isinstance(node, ast.Node) and node.kind is ast.NodeKind.INSTANCE}
+    return match_identities(controller.source, _resolve(controller, text, verb, base=False, program=program), named)
+
+
+def _resolve(controller: Controller, text: str, verb: str, *, base: bool, program: ast.Program | None = None):
     name = f"<{verb}>"
-    program = parse(text, name)
+    program = program if program is not None else parse(text, name)
     return resolve(
         [program],
         controller.definitions,
@@ -66,13 +75,13 @@ def default(controller: Controller, payload: str, node: PlanNode) -> Reply:
 
 def apply_program(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``APPLY <whole program>``: the server diffs it against the running program."""
-    new = _resolve(controller, payload, "APPLY", base=False)
+    new = _edited(controller, payload, "APPLY")
     return controller.commit("APPLY", payload, editscript.diff(controller.source, new, controller.version), node)
 
 
 def diff_program(controller: Controller, payload: str) -> Reply:
     """``DIFF <whole program>``: what APPLY would change, changing nothing."""
-    new = _resolve(controller, payload, "DIFF", base=False)
+    new = _edited(controller, payload, "DIFF")
     script = editscript.diff(controller.source, new, controller.version)
     return Reply(
         True,
