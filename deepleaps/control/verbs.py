@@ -107,6 +107,8 @@ def patch(controller: Controller, payload: str, node: PlanNode) -> Reply:
         data = json.loads(payload)
     except json.JSONDecodeError as problem:
         raise ProgramError([Diagnostic(f"PATCH needs an edit script in JSON: {problem}")]) from None
+    except RecursionError:
+        raise ProgramError([Diagnostic("PATCH: the JSON nests too deeply to be an edit script")]) from None
     script = editscript.script_from_data(data)
     if script.base_version != controller.version:
         return failure(
@@ -324,6 +326,8 @@ def _check_module(controller: Controller, module: str) -> None:
 def import_module(controller: Controller, payload: str, node: PlanNode, verb: str = "IMPORT_MODULE") -> Reply:
     """``IMPORT_MODULE src.ipc.CustomCommand``: register the commands a module defines."""
     module = payload.strip()
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise ProgramError([Diagnostic(f"{verb} takes a module name such as src.ipc.CustomCommand, not {module!r}")])
     try:
         _check_module(controller, module)
         controller.registry.import_module(module, reload=verb == "RELOAD_MODULE")
@@ -373,6 +377,8 @@ def reload_module(controller: Controller, payload: str, node: PlanNode) -> Reply
 
 def load(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``LOAD path.yaml``: add the DEFINE entries of another command file."""
+    if "\0" in payload:
+        raise ProgramError([Diagnostic(f"LOAD takes the path of a command file, not {payload.strip()!r}")])
     path = Path(payload.strip())
     if not path.is_absolute() and controller.workspace is not None:
         path = controller.workspace / path
