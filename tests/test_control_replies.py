@@ -17,7 +17,6 @@ from deepleaps.control import verbs
 from deepleaps.control.client import Client
 from deepleaps.control.engine import (
     LOGGED_PER_SECOND,
-    LOGGED_TEXT,
     MAX_DIAGNOSTICS,
     MAX_REPLY,
     MAX_TEXT,
@@ -81,7 +80,7 @@ def test_each_refusal_is_logged_once_and_cut_in_the_log(tmp_path, caplog):
     (record,) = caplog.records
     logged = record.getMessage()
     assert logged.startswith("ADD rejected: <ADD>:1:8: error: unknown command class '*AAA")
-    assert logged.endswith("more characters cut]") and len(logged) < LOGGED_TEXT + 100
+    assert logged.endswith("more characters cut]") and len(logged) < MAX_TEXT + 100
 
 
 def boom(*args):

@@ -44,14 +44,13 @@ log = logging.getLogger("deepleaps.control")
 #: The most diagnostics a reply holds; one more says how many were left out. A request
 #: may hold as many mistakes as it has characters.
 MAX_DIAGNOSTICS = 20
-#: The most characters of one message in a refusal (a diagnostic may quote a name of any length).
+#: The most characters of one message in a refusal (a diagnostic may quote a name of any
+#: length), and of a refusal in run.log.
 MAX_TEXT = 4096
 #: The most bytes of a refusal's JSON: its texts are cut to fit, each saying so.
 MAX_REPLY = 64 * 1024
-#: The most refusals run.log takes a second (the rest are counted, see :class:`RefusalLog`),
-#: and the most characters of each.
+#: The most refusals run.log takes a second; the rest are counted (see :class:`RefusalLog`).
 LOGGED_PER_SECOND = 10
-LOGGED_TEXT = 4096
 
 
 def cut(text: str, limit: int) -> str:
@@ -326,7 +325,7 @@ class Controller:
         once (unless refusals flood in, see :class:`RefusalLog`), and before the reply: a
         client that has its answer finds it in the log."""
         if not reply.ok:
-            self.refusals.warning("%s rejected: %s", reply.verb, cut(reply.message, LOGGED_TEXT))
+            self.refusals.warning("%s rejected: %s", reply.verb, cut(reply.message, MAX_TEXT))
         future.set_result(reply)
 
     @staticmethod

@@ -202,17 +202,17 @@ def hyperparameter(
     check = HYPERPARAMETERS.get(key)
     origin = "as torch.optim checks it"
     if check is None:
-        check, origin = _like(current), f"like the {current!r} it holds"
+        check, origin = _like(current), f"like the {_shown(repr(current))} it holds"
     if check is None or check.pair != isinstance(current, list | tuple):
         raise _refuse(
-            f"optimizer.{key} holds {current!r} ({type(current).__name__}); SET changes numbers, "
+            f"optimizer.{key} holds {_shown(repr(current))} ({type(current).__name__}); SET changes numbers, "
             f"pairs of numbers and booleans here; {configure}"
         )
     try:
         new = check.convert(value)
     except (TypeError, ValueError, OverflowError):
         raise _refuse(f"optimizer.{key} takes {check.what} ({origin}), not {_shown(text)}") from None
-    if isinstance(optimizer, torch.optim.SGD):
+    if isinstance(optimizer, torch.optim.SGD) and key in ("nesterov", "momentum", "dampening"):
         for group in groups:
             changed = {**group, key: new}
             if changed["nesterov"] and (changed["momentum"] <= 0 or changed["dampening"] != 0):
