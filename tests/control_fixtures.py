@@ -12,6 +12,10 @@ subprocess in the workspace, waits until its control server answers, and
 kills it when the test ends. Every wait is bounded: a training that does not
 do what a test waits for fails the test with the training's output, it never
 hangs it.
+
+:class:`InProcess` is the patch engine without a training: a Controller over a
+one-node program and a trainer container with a tiny model, in the test's own
+process, for what needs no step to run (a check, a refusal, a fault).
 """
 
 from __future__ import annotations
@@ -33,8 +37,14 @@ import yaml
 from workspace_fixtures import TINY_DATASET, deepleaps_command
 from workspace_fixtures import environment as workspace_environment
 
+import deepleaps.runtime.commands  # noqa: F401  (registers PrintCommand)
+from deepleaps.compiler import REGISTRY, compile_source
 from deepleaps.control.client import Client, ControlError
+from deepleaps.control.engine import Controller
 from deepleaps.control.framing import HEADER
+from deepleaps.control.journal import Journal, read_journal
+from deepleaps.runtime import Interpreter
+from deepleaps.train import TrainerContainer
 from deepleaps.workspace import make_workspace
 
 #: Batches of the training set per epoch, and images per batch.
@@ -443,3 +453,36 @@ def is_closed(sock: socket.socket, timeout: float = 10) -> bool:
         except TimeoutError:
             return False
     return False
+
+
+# ---- in process ------------------------------------------------------------------------------
+
+
+class InProcess:
+    """A :class:`Controller` with a journal in ``directory``, over ``$root( *PrintCommand )``
+    and a ``container`` (a TrainerContainer class) holding a 2×2 linear model and the
+    ``optimizer`` configuration given; nothing runs until :meth:`send`."""
+
+    def __init__(
+        self,
+        directory: Path,
+        optimizer: Mapping[str, Any],
+        container: type[TrainerContainer] = TrainerContainer,
+    ):
+        compiled = compile_source('$root( *PrintCommand[content="x"] )', registry=REGISTRY)
+        self.interpreter = Interpreter(compiled.plan, registry=REGISTRY)
+        self.journal = Journal(directory / "journal.jsonl")
+        self.controller = Controller(self.interpreter, compiled.source, registry=REGISTRY, journal=self.journal)
+        model = {"class": "torch.nn.Linear", "args": {"in_features": 2, "out_features": 2}}
+        self.container = container({"device": "cpu", "model": model, "optimizer": dict(optimizer)})
+        self.interpreter.context.container = self.container
+        self.node = self.interpreter.plan.nodes[self.interpreter.plan.root]
+
+    def send(self, verb: str, payload: str = "") -> dict[str, Any]:
+        """Carry out ``VERB payload`` at the root's safe point; the JSON reply."""
+        future = self.controller.request(verb, payload)
+        self.controller.on_safe_point(self.interpreter, self.node)
+        return future.result().to_json()
+
+    def journaled(self) -> list[dict[str, Any]]:
+        return read_journal(self.journal.path)

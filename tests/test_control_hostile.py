@@ -1,4 +1,5 @@
-"""The control server against bad, slow, unauthorised and too many clients (docs/design.md §5).
+"""The control server against bad, slow, unauthorised and too many clients, and against
+requests made to flood its replies and its log or to break its parser (docs/design.md §5).
 
 One training in token mode (``read_timeout: 1``, ``max_clients: 24``) takes
 all of it; after each test it must still answer and still train. Loopback
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -27,6 +29,7 @@ from control_fixtures import (
 )
 
 from deepleaps.control.client import ControlError
+from deepleaps.control.engine import LOGGED_PER_SECOND, MAX_DIAGNOSTICS, MAX_REPLY
 from deepleaps.control.framing import DEFAULT_MAX_FRAME, HEADER
 
 MAX_CLIENTS = 24
@@ -285,3 +288,60 @@ def test_replies_are_json_frames(training):
         assert reply["ok"] is False and {"line", "column", "errors"} <= reply.keys()
         json.dumps(reply)
     assert Path(training.info["token_file"]).stat().st_mode & 0o077 == 0
+
+
+# ---- bounded replies and logs ------------------------------------------------------------------
+
+
+def run_log_size(training: Training) -> int:
+    return (training.run_dir / "run.log").stat().st_size
+
+
+def test_a_megabyte_of_mistakes_gets_twenty_diagnostics_in_a_small_reply_and_a_few_log_lines(training):
+    count = (DEFAULT_MAX_FRAME - 100) // len("*NoSuch, ")
+    payload = "$TRAINING_BATCH( " + ", ".join(["*NoSuch"] * count) + " )"
+    logged = run_log_size(training)
+    with raw(training, timeout=60) as sock:
+        assert hello(sock, training.token)["ok"]
+        sock.sendall(frame(f"ADD {payload}".encode()))
+        header = sock.recv(HEADER.size, socket.MSG_WAITALL)
+        (size,) = HEADER.unpack(header)
+        reply = json.loads(sock.recv(size, socket.MSG_WAITALL))
+    assert size <= MAX_REPLY
+    assert reply["ok"] is False and len(reply["errors"]) == MAX_DIAGNOSTICS + 1
+    assert reply["errors"][0]["message"] == "unknown command class '*NoSuch'"
+    assert reply["errors"][-1]["message"] == f"and {count - MAX_DIAGNOSTICS} more not shown (a reply holds 20)"
+    assert run_log_size(training) - logged < 16 * 1024
+
+
+def test_a_flood_of_refusals_is_logged_ten_a_second_then_counted(training):
+    log_path = training.run_dir / "run.log"
+    start = run_log_size(training)
+    with training.client() as client:
+        for _ in range(100):
+            assert not client.send("FLOOD")["ok"]
+
+    def counted() -> str | None:
+        text = log_path.read_bytes()[start:].decode("utf-8", errors="replace")
+        return text if "more rejections not logged" in text else None
+
+    text = wait_for(counted, "the count of the refusals left out", timeout=10, on_fail=training.describe)
+    logged = text.count("FLOOD rejected")
+    left_out = sum(int(number) for number in re.findall(r"(\d+) more rejections not logged", text))
+    assert 0 < logged <= 3 * LOGGED_PER_SECOND and logged + left_out >= 100
+
+
+@pytest.mark.parametrize(
+    ("verb", "payload", "message"),
+    [
+        ("ADD", "(" * 100_000, "expected a node"),
+        ("ADD", "$TRAINING_BATCH( *PrintCommand[content=" + "[" * 100_000 + "] )", "nesting deeper than 64"),
+        ("PATCH", "[" * 100_000, "PATCH: the JSON nests too deeply to be an edit script"),
+        ("IMPORT_MODULE", "src.ipc\0CustomCommand", "IMPORT_MODULE takes a module name such as src.ipc.CustomCommand"),
+        ("LOAD", "resource/configs/command/\0.yaml", "LOAD takes the path of a command file"),
+    ],
+)
+def test_a_hostile_payload_gets_a_diagnostic_and_never_a_python_exception(training, verb, payload, message):
+    reply = training.send(verb, payload)
+    assert reply["ok"] is False and message in reply["message"], reply
+    assert reply["errors"] and not re.search(r"[A-Z]\w*Error\b", json.dumps(reply))

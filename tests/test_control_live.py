@@ -341,6 +341,37 @@ def test_set_lr_applies_from_the_next_batch(live):
 
 
 @pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ('optimizer.lr "abc"', 'optimizer.lr takes a number >= 0 (as torch.optim checks it), not "abc"'),
+        ("optimizer.lr -1", "optimizer.lr takes a number >= 0 (as torch.optim checks it), not -1"),
+        ('main.root "/"', "main.root is not a setting of ExampleContainer"),
+        ("main.model.head null", "SET does not change the model (main.model.head)"),
+        ("main.model.training false", "SET does not change the model (main.model.training)"),
+    ],
+)
+def test_a_value_the_run_cannot_take_is_refused_and_the_training_goes_on_unchanged(live, payload, message):
+    version, journaled = live.send("STATUS")["version"], len(live.journal())
+    reply = live.send("SET", payload)
+    assert not reply["ok"] and message in reply["message"], reply
+    step = live.last_logged_step()
+    rows = live.wait_logged(step + 3)
+    assert {float(row["lr"]) for row in rows if int(row["total_step"]) > step} == {0.01}
+    assert live.send("STATUS")["version"] == version
+    assert len(live.journal()) == journaled
+
+
+def test_set_of_the_label_smoothing_the_container_declares_is_applied(live):
+    reply = live.send("SET", "main.loss.label_smoothing 0.1")
+    try:
+        assert reply["ok"] and reply["message"] == "loss.label_smoothing = 0.1", reply
+        assert [entry["verb"] for entry in live.journal() if entry["id"] == reply["patch_id"]] == ["SET"]
+        live.wait_logged(batch_point(reply["point"]) + 2)
+    finally:
+        assert live.send("SET", "main.loss.label_smoothing 0")["ok"]
+
+
+@pytest.mark.parametrize(
     ("payload", "line", "column"),
     [
         ('$TRAINING_BATCH( *PrintCommand[content="x" )', 1, 44),

@@ -17,7 +17,9 @@ in the same state.
 from __future__ import annotations
 
 import collections
+import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,44 @@ from deepleaps.lang.programfile import Definition, Override
 from deepleaps.runtime.interpreter import Interpreter
 
 log = logging.getLogger("deepleaps.control")
+
+#: The most diagnostics a reply holds; one more says how many were left out. A request
+#: may hold as many mistakes as it has characters.
+MAX_DIAGNOSTICS = 20
+#: The most characters of one message in a refusal (a diagnostic may quote a name of any
+#: length), and of a refusal in run.log.
+MAX_TEXT = 4096
+#: The most bytes of a refusal's JSON: its texts are cut to fit, each saying so.
+MAX_REPLY = 64 * 1024
+#: The most refusals run.log takes a second; the rest are counted (see :class:`RefusalLog`).
+LOGGED_PER_SECOND = 10
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and a note of how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} more characters cut]"
+
+
+def _cut_texts(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return cut(value, limit)
+    if isinstance(value, dict):
+        return {key: _cut_texts(item, limit) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cut_texts(item, limit) for item in value]
+    return value
+
+
+def _fit(body: dict[str, Any]) -> dict[str, Any]:
+    """A refusal's JSON body within :data:`MAX_REPLY` bytes: every text cut to a length that
+    fits (halved until it does; at length 0 only the notes are left, which always fit)."""
+    fitted, limit = body, MAX_TEXT
+    while len(json.dumps(fitted)) > MAX_REPLY and limit > 0:
+        limit //= 2
+        fitted = _cut_texts(body, limit)
+    return fitted
 
 
 @attrs.frozen
@@ -69,21 +109,60 @@ class Reply:
             body.setdefault("message", first.message)
             if first.span is not None:
                 body["line"], body["column"] = first.span.line, first.span.column
-        return body
+        # A refusal's texts come from the request and may be as long as it; what a change
+        # that was carried out returns (a script, a tree, a document) is whole.
+        return body if self.ok else _fit(body)
 
 
 def failure(verb: str, problem: ProgramError | str) -> Reply:
-    if isinstance(problem, ProgramError):
-        return Reply(False, verb, problem.render(), errors=problem.diagnostics)
-    return Reply(False, verb, problem)
+    """A refusal, bounded whatever the request held: the first :data:`MAX_DIAGNOSTICS`
+    diagnostics and a note of how many more, each message at most :data:`MAX_TEXT` long."""
+    if not isinstance(problem, ProgramError):
+        return Reply(False, verb, cut(problem, MAX_TEXT))
+    shown = [attrs.evolve(d, message=cut(d.message, MAX_TEXT)) for d in problem.diagnostics[:MAX_DIAGNOSTICS]]
+    left = len(problem.diagnostics) - len(shown)
+    if left:
+        shown.append(Diagnostic(f"and {left} more not shown (a reply holds {MAX_DIAGNOSTICS})", severity="note"))
+    return Reply(False, verb, ProgramError(shown).render(), errors=tuple(shown))
 
 
-def _answer(future: Future, reply: Reply) -> None:
-    """Resolve a request's future. Every refusal, whichever way it came, is logged here,
-    once, and before the reply: a client that has its answer finds it in the log."""
-    if not reply.ok:
-        log.warning("%s rejected: %s", reply.verb, reply.message)
-    future.set_result(reply)
+class RefusalLog:
+    """Refusals in run.log, at most :data:`LOGGED_PER_SECOND` a second, so that a client
+    that floods the channel cannot flood the log. Those left out are counted; the count
+    is logged before the next refusal that is, and by :meth:`flush`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._second = 0.0
+        self._logged = 0
+        self._left_out = 0
+
+    def warning(self, message: str, *args: Any) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._second >= 1.0:
+                self._second, self._logged = now, 0
+            if self._logged >= LOGGED_PER_SECOND:
+                self._left_out += 1
+                return
+            self._logged += 1
+        self.flush()
+        log.warning(message, *args)
+
+    def flush(self) -> None:
+        """Log how many refusals were left out since the last line that said so."""
+        with self._lock:
+            left_out, self._left_out = self._left_out, 0
+        if left_out:
+            log.warning("%d more rejections not logged", left_out)
+
+
+def internal_error(what: str) -> str:
+    """Log the exception being handled, with its traceback, under a fresh id; the message
+    a client gets instead of it (which would tell it about the code, not its request)."""
+    incident = secrets.token_hex(4)
+    log.error("internal error %s while serving %s", incident, what, exc_info=True)
+    return f"internal error {incident}"
 
 
 def _when_durable(reply: Reply, done: Future) -> Reply:
@@ -222,6 +301,7 @@ class Controller:
         interpreter.on_remove = self._node_failed
         interpreter.checkpoint_parts["control"] = self.saved
         self._monitor_due = 0.0
+        self.refusals = RefusalLog()
         self._lock = threading.RLock()  # a signal handler may request while its own thread holds it
         interpreter.add_safe_point_hook(self.on_safe_point)
         from deepleaps.control import verbs
@@ -239,21 +319,19 @@ class Controller:
         base = int(base_text) if base_text.isdigit() else None
         if at and (base is None or verb in self._immediate):
             why = "a version: VERB@N" if base is None else f"no version: {verb} changes nothing"
-            _answer(future, failure(verb, f"'{verb}@{base_text}' is not a verb: {verb}@ takes {why}"))
+            self._answer(future, failure(verb, f"'{verb}@{base_text}' is not a verb: {verb}@ takes {why}"))
             return future
         if verb in self._immediate:
-            try:
-                _answer(future, self._immediate[verb](self, payload))
-            except ProgramError as problem:
-                _answer(future, failure(verb, problem))
+            run = self._immediate[verb]
+            self._answer(future, self._carry_out(verb, payload, lambda: run(self, payload)))
             return future
         if verb not in self._verbs:
             known = ", ".join(sorted({*self._verbs, *self._immediate}))
-            _answer(future, failure(verb, f"unknown verb '{verb}'; verbs are {known}"))
+            self._answer(future, failure(cut(verb, 40), f"unknown verb '{cut(verb, 40)}'; verbs are {known}"))
             return future
         with self._lock:
             if self._closed:
-                _answer(future, failure(verb, "the training has ended; nothing more is applied"))
+                self._answer(future, failure(verb, "the training has ended; nothing more is applied"))
                 return future
             self._queue.append(_Request(verb, payload, future, origin, base))
         self._wake.set()
@@ -266,9 +344,30 @@ class Controller:
             pending = list(self._queue)
             self._queue.clear()
         for request in pending:
-            _answer(request.future, failure(request.verb, "the training ended before this was applied"))
+            self._answer(request.future, failure(request.verb, "the training ended before this was applied"))
+        self.refusals.flush()
         if self.journal is not None:
             self.journal.close()
+
+    def _answer(self, future: Future, reply: Reply) -> None:
+        """Resolve a request's future. Every refusal, whichever way it came, is logged here,
+        once (unless refusals flood in, see :class:`RefusalLog`), and before the reply: a
+        client that has its answer finds it in the log."""
+        if not reply.ok:
+            self.refusals.warning("%s rejected: %s", reply.verb, cut(reply.message, MAX_TEXT))
+        future.set_result(reply)
+
+    @staticmethod
+    def _carry_out(verb: str, payload: str, run: Callable[[], Reply]) -> Reply:
+        """The reply to a request: a user's mistake (:class:`ProgramError`) is answered with
+        its diagnostics; any other exception is a bug or a failing environment, answered with
+        an id that run.log holds with the traceback. The training goes on either way."""
+        try:
+            return run()
+        except ProgramError as problem:
+            return failure(verb, problem)
+        except Exception:
+            return failure(verb, internal_error(f"{verb} {cut(payload, 200)}"))
 
     # ---- the safe point (interpreter thread) ----------------------------------------------
 
@@ -287,30 +386,31 @@ class Controller:
             while self._queue:
                 self._serve(self._queue.popleft(), node)
         now = time.monotonic()
-        if self.run_dir is not None and now >= self._monitor_due:
+        if now >= self._monitor_due:
             self._monitor_due = now + 1.0
+            self.refusals.flush()
             self.write_monitor()
 
     def _serve(self, request: _Request, node: PlanNode) -> None:
         self._origin = request.origin
         self._durable = None
-        try:
+        run = self._verbs[request.verb]
+
+        def carry_out() -> Reply:
             if request.base is not None and request.base != self.version:
                 raise ProgramError([Diagnostic(stale(request.base, self.version))])
-            reply = self._verbs[request.verb](self, request.payload, node)
-        except ProgramError as problem:
-            reply = failure(request.verb, problem)
-        except Exception as problem:  # a bug or an environment failure: report, never kill the run
-            log.exception("%s failed", request.verb)
-            reply = failure(request.verb, describe(problem))
+            return run(self, request.payload, node)
+
+        try:
+            reply = self._carry_out(request.verb, request.payload, carry_out)
         finally:
             self._origin = "socket"
         durable, self._durable = self._durable, None
         if durable is None or not reply.ok:
-            _answer(request.future, reply)
+            self._answer(request.future, reply)
             return
         # The reply waits for its journal entry to be on disk; the training does not.
-        durable.add_done_callback(lambda done: _answer(request.future, _when_durable(reply, done)))
+        durable.add_done_callback(lambda done: self._answer(request.future, _when_durable(reply, done)))
 
     def point(self, node: PlanNode) -> dict:
         """Where a change takes effect: the safe point's node, its path and counters."""

@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from deepleaps.control.engine import Controller
+from deepleaps.control.engine import Controller, internal_error
 from deepleaps.control.framing import (
     ACK,
     DEFAULT_MAX_FRAME,
@@ -221,22 +221,28 @@ class ControlServer:
         except Closed:
             pass
         except FrameError as problem:
-            log.warning("control client %s: %s", origin, problem)
-            if mode == "seed":
-                _reset_on_close(connection)
-            else:
-                with contextlib.suppress(OSError):
-                    self._reply(connection, {"ok": False, "message": str(problem)})
+            self.controller.refusals.warning("control client %s: %s", origin, problem)
+            self._last_word(connection, mode, str(problem))
         except OSError as problem:
             log.info("control client %s: %s", origin, problem)
+        except Exception:  # a bug: the client gets an id that run.log holds with the traceback
+            self._last_word(connection, mode, internal_error(f"control client {origin}"))
         finally:
             connection.close()
             self._slots.release()
 
+    def _last_word(self, connection: socket.socket, mode: str | None, message: str) -> None:
+        """Before the connection is closed: an error reply, or for the seed's client a reset."""
+        if mode == "seed":
+            _reset_on_close(connection)
+            return
+        with contextlib.suppress(OSError):
+            self._reply(connection, {"ok": False, "message": message})
+
     def _refuse_unauthenticated(self, connection: socket.socket, origin: str) -> None:
         """A first frame other than HELLO, with the seed's mode off: nothing is sent back, since
         a reply's first byte would pass for the seed's acknowledgement; the log says what to do."""
-        log.warning(
+        self.controller.refusals.warning(
             "control client %s: refused, its first frame is not 'HELLO <token>'. "
             "For the seed's client.py, set 'COMMAND_CONTROLLER: {unauthenticated: true}' in the command file "
             "(loopback addresses only); clients that send HELLO (deepleaps send, Client) read the token from %s",

@@ -27,6 +27,7 @@ from deepleaps.lang.ast import python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
 from deepleaps.lang.programfile import load_program_file
 from deepleaps.lang.visitor import walk
+from deepleaps.train import settable
 
 if TYPE_CHECKING:
     from deepleaps.control.engine import Controller
@@ -115,6 +116,8 @@ def patch(controller: Controller, payload: str, node: PlanNode) -> Reply:
         data = json.loads(payload)
     except json.JSONDecodeError as problem:
         raise ProgramError([Diagnostic(f"PATCH needs an edit script in JSON: {problem}")]) from None
+    except RecursionError:
+        raise ProgramError([Diagnostic("PATCH: the JSON nests too deeply to be an edit script")]) from None
     script = editscript.script_from_data(data)
     if script.base_version != controller.version:
         return failure("PATCH", stale(script.base_version, controller.version))
@@ -149,7 +152,8 @@ def _literal(text: str, verb: str) -> Any:
 
 def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``SET optimizer.lr 0.01`` (all param groups), ``SET optimizer.0.lr …`` (one group),
-    ``SET main.some.attribute …`` (the container), ``SET NODE.argument …`` (a node)."""
+    ``SET main.some.attribute …`` (a setting the container declares), ``SET NODE.argument …``
+    (a node). Values are checked as :mod:`deepleaps.train.settable` says before anything changes."""
     target, value_text = _assignment(payload, "SET")
     value = _literal(value_text, "SET")
     head, _, rest = target.partition(".")
@@ -160,7 +164,9 @@ def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
         if container is None:
             return failure("SET", "no trainer container yet: try again after it is built")
         effect = (
-            _set_optimizer(container, rest, value) if head == "optimizer" else _set_attribute(container, rest, value)
+            _set_optimizer(container, rest, value, value_text)
+            if head == "optimizer"
+            else _set_attribute(container, rest, value, value_text)
         )
         return controller.act("SET", payload, node, effect)
     if head not in controller.source:
@@ -174,7 +180,7 @@ def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
     return controller.commit("SET", payload, editscript.diff(controller.source, new, controller.version), node)
 
 
-def _set_optimizer(container, path: str, value: Any) -> Callable[[], str]:
+def _set_optimizer(container, path: str, value: Any, text: str) -> Callable[[], str]:
     """What ``SET optimizer.PATH value`` does, once it is journaled; checked now."""
     optimizer = container.optimizer
     group, _, key = path.rpartition(".")
@@ -186,30 +192,26 @@ def _set_optimizer(container, path: str, value: Any) -> Callable[[], str]:
             raise ProgramError([Diagnostic(f"no param group '{group}' (groups: {', '.join(names)})")])
     else:
         chosen = groups
-    if key not in chosen[0]:
+    if key == "params" or any(key not in g for g in chosen):
         known = ", ".join(k for k in chosen[0] if k != "params")
         raise ProgramError([Diagnostic(f"the optimizer has no hyperparameter '{key}' (it has {known})")])
+    new = settable.hyperparameter(optimizer, chosen, key, value, text)
 
     def effect() -> str:
         for g in chosen:
-            g[key] = value
-        return f"optimizer {key} = {value!r} in {len(chosen)} param group(s)"
+            g[key] = new
+        return f"optimizer {key} = {new!r} in {len(chosen)} param group(s)"
 
     return effect
 
 
-def _set_attribute(container, path: str, value: Any) -> Callable[[], str]:
+def _set_attribute(container, path: str, value: Any, text: str) -> Callable[[], str]:
     """What ``SET main.PATH value`` does, once it is journaled; checked now."""
-    *parents, last = path.split(".")
-    target = container
-    for part in parents:
-        target = getattr(target, part)
-    if not hasattr(target, last):
-        raise ProgramError([Diagnostic(f"'{type(target).__name__}' has no attribute '{last}'")])
+    target, name, new = settable.attribute(container, path, value, text)
 
     def effect() -> str:
-        setattr(target, last, value)
-        return f"{path} = {value!r}"
+        setattr(target, name, new)
+        return f"{path} = {new!r}"
 
     return effect
 
@@ -329,6 +331,8 @@ def _check_module(controller: Controller, module: str) -> None:
 def import_module(controller: Controller, payload: str, node: PlanNode, verb: str = "IMPORT_MODULE") -> Reply:
     """``IMPORT_MODULE src.ipc.CustomCommand``: register the commands a module defines."""
     module = payload.strip()
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise ProgramError([Diagnostic(f"{verb} takes a module name such as src.ipc.CustomCommand, not {module!r}")])
     try:
         _check_module(controller, module)
         controller.registry.import_module(module, reload=verb == "RELOAD_MODULE")
@@ -378,6 +382,8 @@ def reload_module(controller: Controller, payload: str, node: PlanNode) -> Reply
 
 def load(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``LOAD path.yaml``: add the DEFINE entries of another command file."""
+    if "\0" in payload:
+        raise ProgramError([Diagnostic(f"LOAD takes the path of a command file, not {payload.strip()!r}")])
     path = Path(payload.strip())
     if not path.is_absolute() and controller.workspace is not None:
         path = controller.workspace / path

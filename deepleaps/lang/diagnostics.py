@@ -8,6 +8,7 @@ is for bugs in deepleaps itself and is never raised for bad input.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 import attrs
@@ -24,15 +25,20 @@ class SourceText:
 
     name: str
     text: str = attrs.field(repr=False)
+    #: Where each line starts, found the first time a line is looked up: a text may have a
+    #: diagnostic on each of its lines, and each must not search the text from its start.
+    _starts: list[int] | None = attrs.field(default=None, init=False, repr=False, eq=False)
 
     def line(self, number: int) -> str:
-        start = 0
-        for _ in range(number - 1):
-            start = self.text.find("\n", start) + 1
-            if start == 0:
-                return ""
-        end = self.text.find("\n", start)
-        return self.text[start : end if end >= 0 else len(self.text)].rstrip("\r")
+        starts = self._starts
+        if starts is None:
+            starts = [0, *(match.end() for match in re.finditer("\n", self.text))]
+            object.__setattr__(self, "_starts", starts)
+        if number > len(starts):
+            return ""
+        number = max(number, 1)
+        end = starts[number] - 1 if number < len(starts) else len(self.text)
+        return self.text[starts[number - 1] : end].rstrip("\r")
 
 
 @attrs.frozen

@@ -25,7 +25,7 @@ import importlib
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader
@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 from deepleaps.lang.programfile import load_yaml
 from deepleaps.train import transforms
+from deepleaps.train.settable import Check, number
 
 
 class ConfigError(ProgramError):
@@ -110,6 +111,12 @@ class TrainerContainer:
     ``modules`` maps the names checkpoints use (``MODEL``, ``OPTIMIZER``) to
     objects with ``state_dict``/``load_state_dict``.
     """
+
+    #: The attributes ``SET main.PATH VALUE`` may change while the training runs: dotted
+    #: paths from the container, each with the values it takes (:mod:`deepleaps.train.settable`).
+    #: Nothing else of the container is changed that way, the model never. A subclass
+    #: declares more: ``settable = {**TrainerContainer.settable, "clip": number(above=0)}``.
+    settable: ClassVar[Mapping[str, Check]] = {"loss.label_smoothing": number(at_least=0, at_most=1)}
 
     def __init__(self, config: Mapping[str, Any], root: Path | str = "."):
         self.config = dict(config)
