@@ -304,12 +304,14 @@ class Controller:
         prepared first (the new program, its checks and compilation, the new
         command instances, the journal entry), the entry is written, and only
         then is the change installed. A failure before the install changes
-        nothing. ``undoes`` takes the change back out of the UNDO history.
+        nothing; a script that changes nothing (empty, or setting what is
+        set already) is no change: no new version, nothing journaled.
+        ``undoes`` takes the change back out of the UNDO history.
         """
-        if not script:
-            return Reply(True, verb, "no change", version=self.version, point=self.point(node))
         before = self.source
         after = editscript.apply(before, script)
+        if not editscript.diff(before, after):
+            return Reply(True, verb, "no change", version=self.version, point=self.point(node))
         self.check(after)
         plan = compile_plan(after).plan
         built = self.interpreter.build(plan, rebuild=script.touched())
