@@ -208,9 +208,26 @@ def run(tmp_path):
     started.stepper.stop()
 
 
+def assert_replay_matches(run: Run) -> Controller:
+    replay, trace = run.replayed()
+    assert replay.unreplayed() == []
+    assert trace == run.trace
+    assert (replay.version, replay.source) == (run.controller.version, run.controller.source)
+    assert [applied.before for applied in replay.history] == [applied.before for applied in run.controller.history]
+    return replay
+
+
 def test_a_patch_that_changes_nothing_is_no_change(run):
     unchanged = editscript.EditScript([editscript.SetArgument("A", "text", "a")], base_version=1)
     reply = run.send("PATCH", script_payload(unchanged))
     assert reply.ok and reply.message == "no change", reply
     assert (reply.version, reply.patch_id, run.controller.version) == (1, None, 1)
     assert run.controller.history == [] and run.entries() == []
+
+
+def test_a_replayed_undo_leaves_the_undo_history_as_the_run_left_it(run):
+    assert run.send("SET", 'A.text "x"').ok
+    assert run.send("SET", "B.count 5").ok
+    assert run.send("UNDO").ok
+    replay = assert_replay_matches(run)
+    assert len(replay.history) == 1

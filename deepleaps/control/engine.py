@@ -306,7 +306,8 @@ class Controller:
         then is the change installed. A failure before the install changes
         nothing; a script that changes nothing (empty, or setting what is
         set already) is no change: no new version, nothing journaled.
-        ``undoes`` takes the change back out of the UNDO history.
+        ``undoes``: the change restores the program before the last one in the
+        UNDO history, which it takes out.
         """
         before = self.source
         after = editscript.apply(before, script)
@@ -321,9 +322,9 @@ class Controller:
         self.interpreter.install_built(plan, built)
         self.source = after
         self.version += 1
-        if undoes:
+        if undoes and self.history and self.history[-1].before == after:
             self.history.pop()
-        else:
+        else:  # a replayed UNDO whose change is not in this run's history is a change of its own
             self.history.append(Applied(patch_id, before, after))
             del self.history[:-HISTORY]
         for operation in script.operations:
