@@ -217,6 +217,19 @@ def assert_replay_matches(run: Run) -> Controller:
     return replay
 
 
+def test_undo_of_a_runtime_removal_brings_the_node_back_in_a_replay_too(run):
+    assert run.send("ADD", "$G( *Flaky )").ok
+    # Flaky fails in the next step: the runtime removes it at the safe point, then UNDO brings it back.
+    undo = run.send("UNDO")
+    assert undo.ok and "Flaky" in run.controller.source, undo
+    assert [(entry["verb"], entry["origin"]) for entry in run.entries()] == [
+        ("ADD", "socket"),
+        ("REMOVE", "runtime"),
+        ("UNDO", "socket"),
+    ]
+    assert_replay_matches(run)
+
+
 def test_a_patch_that_changes_nothing_is_no_change(run):
     unchanged = editscript.EditScript([editscript.SetArgument("A", "text", "a")], base_version=1)
     reply = run.send("PATCH", script_payload(unchanged))

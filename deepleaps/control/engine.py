@@ -321,6 +321,10 @@ class Controller:
         patch_id = self._journal(verb, text, point, self.version + 1, diff=data)
         self.interpreter.install_built(plan, built)
         self.source = after
+        # A failed node waits for its removal only while it is in the program: a change that
+        # took it out (a replayed removal among them) settles it, and a node of that name
+        # added again later has not failed.
+        self._runtime = collections.deque(failed for failed in self._runtime if failed[0] in after)
         self.version += 1
         if undoes and self.history and self.history[-1].before == after:
             self.history.pop()
@@ -368,8 +372,6 @@ class Controller:
     def _remove_failed(self, node: PlanNode) -> None:
         while self._runtime:
             name, reason = self._runtime.popleft()
-            if name not in self.source:
-                continue  # already removed (a replayed journal removes it first)
             script = editscript.diff(self.source, self.source.without(name), self.version)
             self._origin = "runtime"
             try:
