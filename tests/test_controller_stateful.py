@@ -230,6 +230,23 @@ def test_undo_of_a_runtime_removal_brings_the_node_back_in_a_replay_too(run):
     assert_replay_matches(run)
 
 
+def test_a_failed_nodes_removal_waits_for_the_journal_and_is_replayed_where_it_was_made(run):
+    assert run.send("ADD", "$G( *Flaky )").ok
+    run.journal.broken = True
+    run.send("PING")  # Flaky fails; its removal cannot be journaled
+    run.send("PING")
+    assert "Flaky" in run.controller.source and run.controller.version == 2
+    assert run.interpreter.states["Flaky"].finished, "a failed node runs no more"
+    run.journal.broken = False
+    run.send("PING")
+    assert "Flaky" not in run.controller.source and run.controller.version == 3
+    removal = run.entries()[-1]
+    assert (removal["verb"], removal["text"], removal["origin"]) == ("REMOVE", "Flaky", "runtime")
+    assert removal["point"]["counters"]["step"] == run.stepper.points - 1
+    assert [event["node"] for event in run.controller.removed] == ["Flaky"]
+    assert_replay_matches(run)
+
+
 def test_a_patch_that_changes_nothing_is_no_change(run):
     unchanged = editscript.EditScript([editscript.SetArgument("A", "text", "a")], base_version=1)
     reply = run.send("PATCH", script_payload(unchanged))

@@ -72,6 +72,10 @@ class Reply:
         return body
 
 
+class JournalError(ProgramError):
+    """The journal entry of a change could not be written: the change is not made."""
+
+
 def failure(verb: str, problem: ProgramError | str) -> Reply:
     if isinstance(problem, ProgramError):
         return Reply(False, verb, problem.render(), errors=problem.diagnostics)
@@ -193,8 +197,9 @@ class Controller:
         self._closed = False
         #: Who asked for the change being made: socket, signal, runtime, replay …
         self._origin = "socket"
-        #: Nodes with ``on_error: remove`` that failed, to remove at the next safe point.
-        self._runtime: collections.deque[tuple[str, str]] = collections.deque()
+        #: Nodes with ``on_error: remove`` that failed, to remove at the next safe point, with why
+        #: they failed and whether a removal was tried already.
+        self._runtime: collections.deque[tuple[str, str, bool]] = collections.deque()
         #: The nodes the runtime removed (STATUS shows them), and which patch added each node.
         self.removed: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
         self.added_by: dict[str, int] = {key: int(value) for key, value in (restored or {}).get("added_by", {}).items()}
@@ -246,7 +251,7 @@ class Controller:
     def on_safe_point(self, interpreter: Interpreter, node: PlanNode) -> None:
         if self._replay:
             self._replay_due(node)
-        if self._runtime:
+        if self._runtime and not self._replay:  # while replaying, the journal says when they were removed
             self._remove_failed(node)
         while self._queue:
             self._serve(self._queue.popleft(), node)
@@ -348,7 +353,7 @@ class Controller:
         """Write the journal entry of a change about to be made; its patch id.
 
         Raises:
-            ProgramError: the entry could not be written, so the change must not be made.
+            JournalError: the entry could not be written, so the change must not be made.
         """
         patch_id = self._next_patch_id
         entry = {"id": patch_id, "verb": verb, "text": text, "origin": self._origin, "point": point}
@@ -358,7 +363,7 @@ class Controller:
                 self.journal.write(entry)
             except OSError as problem:
                 message = f"the journal cannot be written ({describe(problem)}); nothing changed"
-                raise ProgramError([Diagnostic(message)]) from None
+                raise JournalError([Diagnostic(message)]) from None
         self._next_patch_id += 1
         return patch_id
 
@@ -367,15 +372,23 @@ class Controller:
     def _node_failed(self, node: PlanNode, error: Exception) -> None:
         """A node with ``on_error: remove`` failed (interpreter thread): it is removed at the
         next safe point, through the commit protocol, and the removal is kept for STATUS."""
-        self._runtime.append((node.name, describe(error)))
+        self._runtime.append((node.name, describe(error), False))
 
     def _remove_failed(self, node: PlanNode) -> None:
+        """Remove the failed nodes, in the order they failed. A removal the journal cannot
+        record is tried again at the next safe point, and the ones after it wait: the journal
+        gets every removal, in order, once it can be written (a replay makes them there)."""
         while self._runtime:
-            name, reason = self._runtime.popleft()
+            name, reason, tried = self._runtime.popleft()
             script = editscript.diff(self.source, self.source.without(name), self.version)
             self._origin = "runtime"
             try:
                 reply = self.commit("REMOVE", name, script, node)
+            except JournalError as problem:  # it stays out of the run, and in the program for now
+                if not tried:
+                    log.error("cannot remove the failed node %s yet: %s", name, describe(problem))
+                self._runtime.appendleft((name, reason, True))
+                return
             except ProgramError as problem:  # it stays out of the run; the log says why it is still listed
                 log.error("cannot remove the failed node %s: %s", name, describe(problem))
                 continue
