@@ -506,3 +506,29 @@ def test_script_from_data_rejects_what_is_not_a_script():
             script_from_data(data)
     with pytest.raises(ProgramError):
         script_from_data({"schema": "deepleaps.edit/1", "operations": [{"op": "remove_node"}]})
+
+
+@pytest.mark.parametrize(
+    ("operations", "message"),
+    [
+        ({"op": "remove_node", "name": "A"}, "'operations' must be a list"),
+        (["remove_node"], "an operation is a mapping with its 'op', got 'remove_node'"),
+        ([{"op": ["remove_node"]}], "unknown operation ['remove_node']"),
+        ([{"op": "remove_node", "name": 5}], "'remove_node': 'name' must be a name, got 5"),
+        ([{"op": "add_edge", "graph": "G", "source": "A", "target": None}], "'target' must be a name, got None"),
+        (
+            [{"op": "add_node", "name": "P", "parent": "G", "command": "Note", "kind": "leaf", "arguments": "x"}],
+            "'arguments' must be a mapping, got 'x'",
+        ),
+        (
+            [{"op": "add_node", "name": "P", "parent": "G", "command": "Note", "kind": "leaf", "position": True}],
+            "'position' must be an integer, got True",
+        ),
+        ([{"op": "reorder_children", "graph": "G", "children": ["B", 1]}], "'children' must be a list of names"),
+    ],
+)
+def test_script_from_data_names_the_field_of_the_wrong_type(operations, message):
+    """Each is refused here, with a sentence, rather than failing later inside apply or the compiler."""
+    with pytest.raises(ProgramError) as raised:
+        script_from_data({"schema": "deepleaps.edit/1", "base_version": 1, "operations": operations})
+    assert message in raised.value.render()

@@ -399,17 +399,40 @@ def _operation_to_data(operation: Operation) -> dict:
     return data
 
 
+#: The JSON type of each field of an operation that is not a name (a string) or a value.
+_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    "arguments": (dict, "a mapping"),
+    "position": (int, "an integer"),
+    "children": (list, "a list of names"),
+}
+
+
+def _check_field(op: str, name: str, value: Any) -> None:
+    """Raises ValueError unless ``value`` has the JSON type of field ``name``."""
+    kind, described = _FIELD_TYPES.get(name, (str, "a name"))
+    fits = isinstance(value, kind) and not isinstance(value, bool)
+    if fits and name == "children":
+        fits = all(isinstance(child, str) for child in value)
+    if not fits:
+        raise ValueError(f"'{op}': '{name}' must be {described}, got {value!r}")
+
+
 def _operation_from_data(data: Any) -> Operation:
-    if not isinstance(data, dict) or data.get("op") not in _BY_TAG:
-        raise ValueError(f"unknown operation {data.get('op') if isinstance(data, dict) else data!r}")
-    cls = _BY_TAG[data["op"]]
+    if not isinstance(data, dict):
+        raise ValueError(f"an operation is a mapping with its 'op', got {data!r}")
+    op = data.get("op")
+    if not isinstance(op, str) or op not in _BY_TAG:
+        raise ValueError(f"unknown operation {op!r}")
+    cls = _BY_TAG[op]
     values = {}
     for field in attrs.fields(cls):
         if field.name not in data:
             if field.default is attrs.NOTHING:
-                raise ValueError(f"'{data['op']}' needs '{field.name}'")
+                raise ValueError(f"'{op}' needs '{field.name}'")
             continue
         value = data[field.name]
+        if field.name != "value":
+            _check_field(op, field.name, value)
         if field.name == "arguments":
             value = {key: value_from_ast(from_data(item, ast.Value)) for key, item in value.items()}
         elif field.name == "value":
@@ -451,8 +474,11 @@ def script_from_data(data: Any) -> EditScript:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ProgramError([Diagnostic(f"expected a '{SCHEMA}' edit script, got {found!r}")])
+    items = data.get("operations", [])
+    if not isinstance(items, list):
+        raise ProgramError([Diagnostic(f"not a valid edit script: 'operations' must be a list, got {items!r}")])
     try:
-        operations = [_operation_from_data(item) for item in data.get("operations", [])]
+        operations = [_operation_from_data(item) for item in items]
     except (KeyError, TypeError, ValueError) as error:
         raise ProgramError([Diagnostic(f"not a valid edit script: {error}")]) from None
     return EditScript(operations, data.get("base_version"))

@@ -114,6 +114,10 @@ class Reply:
         return body if self.ok else _fit(body)
 
 
+class JournalError(ProgramError):
+    """The journal entry of a change could not be written: the change is not made."""
+
+
 def failure(verb: str, problem: ProgramError | str) -> Reply:
     """A refusal, bounded whatever the request held: the first :data:`MAX_DIAGNOSTICS`
     diagnostics and a note of how many more, each message at most :data:`MAX_TEXT` long."""
@@ -293,8 +297,9 @@ class Controller:
         self._origin = "socket"
         #: The journal's promise that the entry of the request being served is on disk.
         self._durable: Future | None = None
-        #: Nodes with ``on_error: remove`` that failed, to remove at the next safe point.
-        self._runtime: collections.deque[tuple[str, str]] = collections.deque()
+        #: Nodes with ``on_error: remove`` that failed, to remove at the next safe point, with why
+        #: they failed and whether a removal was tried already.
+        self._runtime: collections.deque[tuple[str, str, bool]] = collections.deque()
         #: The nodes the runtime removed (STATUS shows them), and which patch added each node.
         self.removed: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
         self.added_by: dict[str, int] = {key: int(value) for key, value in (restored or {}).get("added_by", {}).items()}
@@ -374,7 +379,7 @@ class Controller:
     def on_safe_point(self, interpreter: Interpreter, node: PlanNode) -> None:
         if self._replay:
             self._replay_due(node)
-        if self._runtime:
+        if self._runtime and not self._replay:  # while replaying, the journal says when they were removed
             self._remove_failed(node)
         while self._queue:
             self._serve(self._queue.popleft(), node)
@@ -446,12 +451,15 @@ class Controller:
         prepared first (the new program, its checks and compilation, the new
         command instances, the journal entry), the entry is written, and only
         then is the change installed. A failure before the install changes
-        nothing. ``undoes`` takes the change back out of the UNDO history.
+        nothing; a script that changes nothing (empty, or setting what is
+        set already) is no change: no new version, nothing journaled.
+        ``undoes``: the change restores the program before the last one in the
+        UNDO history, which it takes out.
         """
-        if not script:
-            return Reply(True, verb, "no change", version=self.version, point=self.point(node))
         before = self.source
         after = editscript.apply(before, script)
+        if not editscript.diff(before, after):
+            return Reply(True, verb, "no change", version=self.version, point=self.point(node))
         self.check(after)
         plan = compile_plan(after).plan
         built = self.interpreter.build(plan, rebuild=script.touched())
@@ -460,10 +468,14 @@ class Controller:
         patch_id = self._journal(verb, text, point, self.version + 1, diff=data)
         self.interpreter.install_built(plan, built)
         self.source = after
+        # A failed node waits for its removal only while it is in the program: a change that
+        # took it out (a replayed removal among them) settles it, and a node of that name
+        # added again later has not failed.
+        self._runtime = collections.deque(failed for failed in self._runtime if failed[0] in after)
         self.version += 1
-        if undoes:
+        if undoes and self.history and self.history[-1].before == after:
             self.history.pop()
-        else:
+        else:  # a replayed UNDO whose change is not in this run's history is a change of its own
             self.history.append(Applied(patch_id, before, after))
             del self.history[:-HISTORY]
         for operation in script.operations:
@@ -483,7 +495,7 @@ class Controller:
         """Write the journal entry of a change about to be made; its patch id.
 
         Raises:
-            ProgramError: the entry could not be written, so the change must not be made.
+            JournalError: the entry could not be written, so the change must not be made.
         """
         patch_id = self._next_patch_id
         entry = {"id": patch_id, "verb": verb, "text": text, "origin": self._origin, "point": point}
@@ -493,7 +505,7 @@ class Controller:
                 self._durable = self.journal.write(entry)
             except OSError as problem:
                 message = f"the journal cannot be written ({describe(problem)}); nothing changed"
-                raise ProgramError([Diagnostic(message)]) from None
+                raise JournalError([Diagnostic(message)]) from None
         self._next_patch_id += 1
         return patch_id
 
@@ -502,17 +514,23 @@ class Controller:
     def _node_failed(self, node: PlanNode, error: Exception) -> None:
         """A node with ``on_error: remove`` failed (interpreter thread): it is removed at the
         next safe point, through the commit protocol, and the removal is kept for STATUS."""
-        self._runtime.append((node.name, describe(error)))
+        self._runtime.append((node.name, describe(error), False))
 
     def _remove_failed(self, node: PlanNode) -> None:
+        """Remove the failed nodes, in the order they failed. A removal the journal cannot
+        record is tried again at the next safe point, and the ones after it wait: the journal
+        gets every removal, in order, once it can be written (a replay makes them there)."""
         while self._runtime:
-            name, reason = self._runtime.popleft()
-            if name not in self.source:
-                continue  # already removed (a replayed journal removes it first)
+            name, reason, tried = self._runtime.popleft()
             script = editscript.diff(self.source, self.source.without(name), self.version)
             self._origin = "runtime"
             try:
                 reply = self.commit("REMOVE", name, script, node)
+            except JournalError as problem:  # it stays out of the run, and in the program for now
+                if not tried:
+                    log.error("cannot remove the failed node %s yet: %s", name, describe(problem))
+                self._runtime.appendleft((name, reason, True))
+                return
             except ProgramError as problem:  # it stays out of the run; the log says why it is still listed
                 log.error("cannot remove the failed node %s: %s", name, describe(problem))
                 continue

@@ -456,5 +456,6 @@ def replay(controller: Controller, entry: Mapping[str, Any], node: PlanNode) -> 
     """Re-apply a journal entry: plan changes by their recorded edit script, actions by their text."""
     if entry.get("diff"):
         script = editscript.script_from_data(entry["diff"])
-        return controller.commit(entry["verb"], entry.get("text", ""), script, node)
+        undoes = entry["verb"] == "UNDO"  # it leaves the UNDO history as it left the original run's
+        return controller.commit(entry["verb"], entry.get("text", ""), script, node, undoes=undoes)
     return VERBS[entry["verb"]](controller, entry.get("text", ""), node)
