@@ -29,8 +29,8 @@ from control_fixtures import (
 )
 
 from deepleaps.control.client import ControlError
-from deepleaps.control.engine import LOGGED_PER_SECOND, MAX_DIAGNOSTICS, MAX_REPLY
 from deepleaps.control.framing import DEFAULT_MAX_FRAME, HEADER
+from deepleaps.control.replies import LOGGED_PER_SECOND, MAX_DIAGNOSTICS, MAX_REPLY
 
 MAX_CLIENTS = 24
 QUIET = 'run_cycle="TRAINING_BATCH.step:100000"'

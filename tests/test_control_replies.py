@@ -15,7 +15,7 @@ from control_fixtures import InProcess
 
 from deepleaps.control import verbs
 from deepleaps.control.client import Client
-from deepleaps.control.engine import (
+from deepleaps.control.replies import (
     LOGGED_PER_SECOND,
     MAX_DIAGNOSTICS,
     MAX_REPLY,

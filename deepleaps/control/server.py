@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from deepleaps.control.engine import Controller, internal_error
+from deepleaps.control.engine import Controller
 from deepleaps.control.framing import (
     ACK,
     DEFAULT_MAX_FRAME,
@@ -46,6 +46,7 @@ from deepleaps.control.framing import (
     read_frame,
     write_frame,
 )
+from deepleaps.control.replies import internal_error
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 
 log = logging.getLogger("deepleaps.control")

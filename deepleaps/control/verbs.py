@@ -20,8 +20,8 @@ from deepleaps.compiler import PlanNode, resolve
 from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript
-from deepleaps.control.engine import Reply, failure, stale
 from deepleaps.control.identity import match_identities
+from deepleaps.control.replies import Reply, failure, stale
 from deepleaps.lang import ProgramError, ast, parse, parse_value
 from deepleaps.lang.ast import python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
