@@ -55,6 +55,7 @@ import deepleaps.runtime.commands  # noqa: F401  (registers Graph)
 from deepleaps.compiler import REGISTRY, Kind, OnError, Plan, PlanNode, compile_plan, compile_source, resolve
 from deepleaps.control import editscript
 from deepleaps.control.engine import HISTORY, Controller, check_program
+from deepleaps.control.identity import match_identities, named_in
 from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.replies import Reply
 from deepleaps.lang import ProgramError, ast, parse
@@ -410,8 +411,12 @@ class ControllerMachine(RuleBasedStateMachine):
         """What ``request`` makes of the model's program (see :meth:`committed`)."""
         verb, payload = request.verb, request.payload
         try:
-            if verb in ("ADD", "APPLY"):
-                return self.committed(editscript.diff(self.source, self.resolved(payload, verb, base=verb == "ADD")))
+            if verb == "ADD":
+                return self.committed(editscript.diff(self.source, self.resolved(payload, verb, base=True)))
+            if verb == "APPLY":  # its anonymous nodes are the running ones they match (tests/test_identity.py)
+                named = named_in(parse(payload))
+                edited = match_identities(self.source, self.resolved(payload, verb, base=False), named)
+                return self.committed(editscript.diff(self.source, edited))
             if verb == "REMOVE":
                 plan = self.source
                 for name in payload.split():
@@ -447,8 +452,15 @@ class ControllerMachine(RuleBasedStateMachine):
             requests = tuple(attrs.evolve(request, expect=None) for request in requests)
         plan, commands = self.interpreter.plan, dict(self.interpreter.commands)
         version = self.version
-        futures = [self.controller.request(request.verb, request.payload) for request in requests]
-        assert not any(future.done() for future in futures), "answered before a safe point"
+        futures = []
+        for request in requests:
+            future = self.controller.request(request.verb, request.payload)
+            if future.done():  # refused on arrival, against the program nothing was about to change
+                assert not future.result().ok, "applied before a safe point"
+                assert not self.owed and not futures, "refused on arrival while a change was due"
+                self.check_reply(request, future.result())
+            else:
+                futures.append((request, future))
         del self.run.trace[:]
         self.stepper.advance()
         assert self.run.trace == trace, "the step ran another program than the model's"
@@ -460,7 +472,7 @@ class ControllerMachine(RuleBasedStateMachine):
         while self.owed and not self.journal.broken:
             name = self.owed.pop(0)
             self.change(self.source.without(name), "REMOVE", name, origin="runtime")
-        for request, future in zip(requests, futures):
+        for request, future in futures:
             assert future.done(), f"{request.verb} was not answered at the safe point"
             self.check_reply(request, future.result())
         if self.version == version:  # nothing changed: the very same plan and command instances

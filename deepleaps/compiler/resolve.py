@@ -27,6 +27,9 @@ from deepleaps.lang.programfile import ArgsFile, Definition
 ROOT = "root"
 ROOT_COMMAND = "Graph"
 _DEFINE_ONLY_KEYS = ("command", "args", "inherit")
+#: Spelling hints ("did you mean …") for the first problems only: each costs a fuzzy match
+#: against every known name, and a program with more mistakes than this needs no more hints.
+HINTED = 50
 _VARIABLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
 
@@ -306,7 +309,8 @@ class Resolver:
 
     def _unknown(self, node: ast.Node, what: str, candidates: Iterable[str]) -> None:
         written = f"{node.kind.value}{node.name}"
-        self._fail(f"unknown {what} '{written}'", _head(node), hint=did_you_mean(node.name, candidates))
+        hint = did_you_mean(node.name, candidates) if len(self.problems) < HINTED else None
+        self._fail(f"unknown {what} '{written}'", _head(node), hint=hint)
 
     def _fail(self, message: str, span: Span | None, hint: str | None = None) -> None:
         source = self.sources.get(span.file) if span else None

@@ -1,12 +1,15 @@
 """The patch engine: requests from the socket become changes applied at safe points (docs/design.md §6).
 
 Requests arrive on server threads; the dry-run verbs (``STATUS``, ``DOT``,
-``DIFF``) are answered there from the immutable running plan, everything
-else is queued and carried out by the interpreter's own thread at its next
-safe point, one request at a time: text → AST → the new program, compiled
-and checked as a whole → rejected (nothing changes) or turned into an edit
-script against the running program → installed → journaled → replied with
-the diff and the point where it took effect.
+``DIFF``) are answered there from the immutable running plan. A change of
+the program is prepared there too, against a snapshot of the running
+program: text → AST → edit script → the new program, checked and compiled
+as a whole (a refusal is answered at once if nothing was about to change
+the program). Everything is then queued and carried out by the
+interpreter's own thread at its next safe point, one request at a time:
+build the new command instances → journal → install → reply with the diff
+and the point where it took effect; a prepared change whose version the
+program has left is prepared again there.
 
 Every applied change moves the program to a new version. A change is a
 function of the running program and its own data only, so every rank of a
@@ -23,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -39,6 +42,14 @@ from deepleaps.lang.programfile import Definition, Override
 from deepleaps.runtime.interpreter import Interpreter
 
 log = logging.getLogger("deepleaps.control")
+
+
+class _Refused(Exception):
+    """A request refused while it was prepared, with its reply."""
+
+    def __init__(self, reply: Reply):
+        super().__init__(reply.message)
+        self.reply = reply
 
 
 class JournalError(ProgramError):
@@ -95,6 +106,63 @@ def restore_program(saved: Mapping[str, Any], registry: Registry, overrides: Seq
     return plan
 
 
+class Program(Protocol):
+    """What a change is computed against: the running program at one version, and what
+    its text may name. The controller is one; :class:`Snapshot` is one taken at a moment."""
+
+    @property
+    def source(self) -> Plan: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def registry(self) -> Registry: ...
+    @property
+    def definitions(self) -> Mapping[str, Definition]: ...
+    @property
+    def sources(self) -> Mapping[str, SourceText]: ...
+    @property
+    def roots(self) -> tuple[Path, ...]: ...
+
+
+@attrs.frozen
+class Snapshot:
+    """The running program as a request found it: preparing the request against it
+    needs nothing that the training thread changes."""
+
+    source: Plan
+    version: int
+    registry: Registry
+    definitions: Mapping[str, Definition]
+    sources: Mapping[str, SourceText]
+    roots: tuple[Path, ...]
+
+
+@attrs.frozen
+class Prepared:
+    """A change of the program made ready for its commit: the edit script, the new source
+    plan (``None``: it changes nothing) and its compiled plan, against ``version``."""
+
+    version: int
+    script: editscript.EditScript
+    after: Plan | None = None
+    plan: Plan | None = None
+
+
+def prepare(program: Program, script: editscript.EditScript) -> Prepared:
+    """Everything of a change that needs only the program: the new program, the compiler's
+    checks of it and its compiled plan.
+
+    Raises:
+        ProgramError: the change leaves a program that does not pass the checks.
+    """
+    before = program.source
+    after = editscript.apply(before, script)
+    if not editscript.diff(before, after):
+        return Prepared(program.version, script)
+    check_program(after, program.registry, program.sources)
+    return Prepared(program.version, script, after, compile_plan(after).plan)
+
+
 @attrs.define
 class _Request:
     verb: str
@@ -103,6 +171,9 @@ class _Request:
     origin: str = "socket"
     #: ``VERB@N``: the version the request was made against; refused if the program moved.
     base: int | None = None
+    #: A change of the program prepared on the requesting thread; committed as it is if the
+    #: program is still at its version at the safe point, else prepared again there.
+    prepared: Prepared | None = None
 
 
 #: How many applied changes UNDO can go back through.
@@ -154,6 +225,8 @@ class Controller:
         self.history: list[Applied] = []
         self.paused = False
         self._queue: collections.deque[_Request] = collections.deque()
+        #: Requests queued or being served: a refusal prepared meanwhile may not be final.
+        self._pending = 0
         self._wake = threading.Event()
         self._replay = collections.deque(replay)
         # Ids go on after every id this run has journaled or replays (a resumed run's journal
@@ -180,6 +253,7 @@ class Controller:
         from deepleaps.control import verbs
 
         self._verbs: dict[str, Callable[[Controller, str, PlanNode], Reply]] = verbs.VERBS
+        self._scripts = verbs.script_of
         self._immediate = verbs.IMMEDIATE_VERBS
 
     # ---- requests (any thread) ------------------------------------------------------
@@ -202,13 +276,57 @@ class Controller:
             known = ", ".join(sorted({*self._verbs, *self._immediate}))
             self._answer(future, failure(cut(verb, 40), f"unknown verb '{cut(verb, 40)}'; verbs are {known}"))
             return future
+        request = _Request(verb, payload, future, origin, base)
+        try:
+            request.prepared = self._prepare(request)
+        except _Refused as refused:
+            self._answer(future, refused.reply)
+            return future
         with self._lock:
             if self._closed:
                 self._answer(future, failure(verb, "the training has ended; nothing more is applied"))
                 return future
-            self._queue.append(_Request(verb, payload, future, origin, base))
+            self._queue.append(request)
+            self._pending += 1
         self._wake.set()
         return future
+
+    def snapshot(self) -> Snapshot:
+        """The running program now (any thread)."""
+        with self._lock:
+            return Snapshot(
+                self.source, self.version, self.registry, dict(self.definitions), dict(self.sources), self.roots
+            )
+
+    def _prepare(self, request: _Request) -> Prepared | None:
+        """Parse, resolve, check and compile a change of the program on the requesting
+        thread, so that the training thread only installs it (docs/control.md, "The commit
+        protocol"). ``None`` for a request that is not such a change, or whose preparation
+        failed while the program was moving: the safe point carries it out as it finds it.
+
+        Raises:
+            _Refused: the request is refused against a program that nothing was about to
+                change: the safe point would refuse it the same way.
+        """
+        script_of = self._scripts(request.verb, request.payload)
+        if script_of is None:
+            return None
+        program = self.snapshot()
+        prepared: Prepared | None = None
+
+        def attempt() -> Reply:
+            nonlocal prepared
+            prepared = prepare(program, script_of(program, request.payload))
+            return Reply(True, request.verb)
+
+        reply = self._carry_out(request.verb, request.payload, attempt)
+        if reply.ok:
+            return prepared
+        with self._lock:  # refused: final only if no change was queued or made meanwhile
+            settled = not (self._pending or self._runtime or self._replay)
+            if settled and self.version == program.version and request.base in (None, self.version):
+                raise _Refused(reply)
+        return None
 
     def close(self) -> None:
         """The run ended: answer every queued request with an error."""
@@ -272,12 +390,17 @@ class Controller:
         def carry_out() -> Reply:
             if request.base is not None and request.base != self.version:
                 raise ProgramError([Diagnostic(stale(request.base, self.version))])
+            prepared = request.prepared
+            if prepared is not None and prepared.version == self.version:
+                return self.commit(request.verb, request.payload, prepared.script, node, prepared=prepared)
             return run(self, request.payload, node)
 
         try:
             reply = self._carry_out(request.verb, request.payload, carry_out)
         finally:
             self._origin = "socket"
+            with self._lock:
+                self._pending -= 1
         durable, self._durable = self._durable, None
         if durable is None or not reply.ok:
             self._answer(request.future, reply)
@@ -291,10 +414,6 @@ class Controller:
         return {"node": node.name, "path": self.interpreter.plan.path(node.name), "counters": state.counters()}
 
     # ---- changing the program ----------------------------------------------------------------
-
-    def check(self, plan: Plan) -> None:
-        """The whole-program checks the compiler runs, on a changed source plan."""
-        check_program(plan, self.registry, self.sources)
 
     def saved(self) -> dict[str, Any]:
         """What a checkpoint keeps of the running program, so that resume goes on with it.
@@ -311,7 +430,14 @@ class Controller:
         }
 
     def commit(
-        self, verb: str, text: str, script: editscript.EditScript, node: PlanNode, *, undoes: bool = False
+        self,
+        verb: str,
+        text: str,
+        script: editscript.EditScript,
+        node: PlanNode,
+        *,
+        undoes: bool = False,
+        prepared: Prepared | None = None,
     ) -> Reply:
         """Apply ``script`` (computed against the running program) at this safe point.
 
@@ -324,23 +450,23 @@ class Controller:
         ``undoes``: the change restores the program before the last one in the
         UNDO history, which it takes out.
         """
-        before = self.source
-        after = editscript.apply(before, script)
-        if not editscript.diff(before, after):
+        if prepared is None or prepared.version != self.version:
+            prepared = prepare(self, script)
+        before, after, plan = self.source, prepared.after, prepared.plan
+        if after is None or plan is None:
             return Reply(True, verb, "no change", version=self.version, point=self.point(node))
-        self.check(after)
-        plan = compile_plan(after).plan
         built = self.interpreter.build(plan, rebuild=script.touched())
         point = self.point(node)
         data = editscript.script_to_data(script)
         patch_id = self._journal(verb, text, point, self.version + 1, diff=data)
         self.interpreter.install_built(plan, built)
-        self.source = after
+        with self._lock:  # a snapshot taken now sees both or neither
+            self.source = after
+            self.version += 1
         # A failed node waits for its removal only while it is in the program: a change that
         # took it out (a replayed removal among them) settles it, and a node of that name
         # added again later has not failed.
         self._runtime = collections.deque(failed for failed in self._runtime if failed[0] in after)
-        self.version += 1
         if undoes and self.history and self.history[-1].before == after:
             self.history.pop()
         else:  # a replayed UNDO whose change is not in this run's history is a change of its own

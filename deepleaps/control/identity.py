@@ -21,6 +21,8 @@ import attrs
 
 from deepleaps.compiler.plan import Plan, PlanNode
 from deepleaps.control.editscript import plain_arguments
+from deepleaps.lang import ast
+from deepleaps.lang.visitor import walk
 
 _GENERATED = re.compile(r"^(?P<base>.+?)(?:_(?P<index>[0-9]+))?$")
 
@@ -40,6 +42,11 @@ def _anonymous(plan: Plan, parent: PlanNode, named: set[str]) -> dict[tuple[str,
         node = plan.nodes[name]
         groups.setdefault((_base(node), node.command), []).append(node)
     return groups
+
+
+def named_in(program: ast.Program) -> set[str]:
+    """The nodes a program names itself (``$NAME``): they are who they say."""
+    return {node.name for node in walk(program) if isinstance(node, ast.Node) and node.kind is ast.NodeKind.INSTANCE}
 
 
 def match_identities(running: Plan, edited: Plan, named: set[str]) -> Plan:

@@ -20,17 +20,16 @@ from deepleaps.compiler import PlanNode, resolve
 from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript
-from deepleaps.control.identity import match_identities
+from deepleaps.control.identity import match_identities, named_in
 from deepleaps.control.replies import Reply, failure, stale
 from deepleaps.lang import ProgramError, ast, parse, parse_value
 from deepleaps.lang.ast import python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
 from deepleaps.lang.programfile import load_program_file
-from deepleaps.lang.visitor import walk
 from deepleaps.train import settable
 
 if TYPE_CHECKING:
-    from deepleaps.control.engine import Controller
+    from deepleaps.control.engine import Controller, Program
 
 log = logging.getLogger("deepleaps.control")
 
@@ -41,14 +40,15 @@ _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*)\s*(?:=|\s)\s*(.*?)\s*$", re
 # ---- programs -------------------------------------------------------------------------
 
 
-def _edited(controller: Controller, text: str, verb: str):
+def _edited(controller: Program, text: str, verb: str):
     """A whole edited program (APPLY, DIFF), its anonymous nodes matched to the running ones."""
     program = parse(text, f"<{verb}>")
-    named = {node.name for node in walk(program) if isinstance(node, ast.Node) and node.kind is ast.NodeKind.INSTANCE}
-    return match_identities(controller.source, _resolve(controller, text, verb, base=False, program=program), named)
+    return match_identities(
+        controller.source, _resolve(controller, text, verb, base=False, program=program), named_in(program)
+    )
 
 
-def _resolve(controller: Controller, text: str, verb: str, *, base: bool, program: ast.Program | None = None):
+def _resolve(controller: Program, text: str, verb: str, *, base: bool, program: ast.Program | None = None):
     name = f"<{verb}>"
     program = program if program is not None else parse(text, name)
     return resolve(
@@ -63,21 +63,21 @@ def _resolve(controller: Controller, text: str, verb: str, *, base: bool, progra
     )
 
 
-def add(controller: Controller, payload: str, node: PlanNode, verb: str = "ADD") -> Reply:
+def add_script(controller: Program, payload: str, verb: str = "ADD") -> editscript.EditScript:
     """``ADD $root( *PrintCommand[content="hi"] )``: extend the running program."""
     new = _resolve(controller, payload, verb, base=True)
-    return controller.commit(verb, payload, editscript.diff(controller.source, new, controller.version), node)
+    return editscript.diff(controller.source, new, controller.version)
 
 
-def default(controller: Controller, payload: str, node: PlanNode) -> Reply:
+def default_script(controller: Program, payload: str) -> editscript.EditScript:
     """The seed's DEFAULT verb: run more program statements, like ADD."""
-    return add(controller, payload, node, verb="DEFAULT")
+    return add_script(controller, payload, verb="DEFAULT")
 
 
-def apply_program(controller: Controller, payload: str, node: PlanNode) -> Reply:
+def apply_script(controller: Program, payload: str) -> editscript.EditScript:
     """``APPLY <whole program>``: the server diffs it against the running program."""
     new = _edited(controller, payload, "APPLY")
-    return controller.commit("APPLY", payload, editscript.diff(controller.source, new, controller.version), node)
+    return editscript.diff(controller.source, new, controller.version)
 
 
 def diff_program(controller: Controller, payload: str) -> Reply:
@@ -94,7 +94,7 @@ def diff_program(controller: Controller, payload: str) -> Reply:
     )
 
 
-def remove(controller: Controller, payload: str, node: PlanNode) -> Reply:
+def remove_script(controller: Program, payload: str) -> editscript.EditScript:
     """``REMOVE NAME …``: take nodes (and what is below them) out of the running program."""
     names = [name.lstrip("$") for name in _NAMES.split(payload.strip()) if name]
     if not names:
@@ -107,10 +107,10 @@ def remove(controller: Controller, payload: str, node: PlanNode) -> Reply:
         if name == plan.root:
             raise ProgramError([Diagnostic("the root graph cannot be removed")])
         plan = plan.without(name)
-    return controller.commit("REMOVE", payload, editscript.diff(controller.source, plan, controller.version), node)
+    return editscript.diff(controller.source, plan, controller.version)
 
 
-def patch(controller: Controller, payload: str, node: PlanNode) -> Reply:
+def patch_script(controller: Program, payload: str) -> editscript.EditScript:
     """``PATCH <edit script JSON>``: refused if the program moved since it was computed."""
     try:
         data = json.loads(payload)
@@ -120,8 +120,8 @@ def patch(controller: Controller, payload: str, node: PlanNode) -> Reply:
         raise ProgramError([Diagnostic("PATCH: the JSON nests too deeply to be an edit script")]) from None
     script = editscript.script_from_data(data)
     if script.base_version != controller.version:
-        return failure("PATCH", stale(script.base_version, controller.version))
-    return controller.commit("PATCH", payload, script, node)
+        raise ProgramError([Diagnostic(stale(script.base_version, controller.version))])
+    return script
 
 
 def undo(controller: Controller, payload: str, node: PlanNode) -> Reply:
@@ -150,34 +150,58 @@ def _literal(text: str, verb: str) -> Any:
     return python_value(parse_value(text, f"<{verb}>"))
 
 
+#: What ``SET`` reaches besides nodes: the optimizer and the trainer container (``main``).
+_OBJECTS = ("optimizer", "main", "container")
+
+
 def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``SET optimizer.lr 0.01`` (all param groups), ``SET optimizer.0.lr …`` (one group),
     ``SET main.some.attribute …`` (a setting the container declares), ``SET NODE.argument …``
     (a node). Values are checked as :mod:`deepleaps.train.settable` says before anything changes."""
+    if _sets_node(payload):
+        return controller.commit("SET", payload, set_script(controller, payload), node)
     target, value_text = _assignment(payload, "SET")
     value = _literal(value_text, "SET")
-    head, _, rest = target.partition(".")
-    if not rest:
-        raise ProgramError([Diagnostic(f"SET target '{target}' needs a dot: optimizer.lr, NODE.argument …")])
-    if head in ("optimizer", "main", "container"):
-        container = controller.interpreter.context.container
-        if container is None:
-            return failure("SET", "no trainer container yet: try again after it is built")
-        effect = (
-            _set_optimizer(container, rest, value, value_text)
-            if head == "optimizer"
-            else _set_attribute(container, rest, value, value_text)
-        )
-        return controller.act("SET", payload, node, effect)
+    head, _, rest = _target(target)
+    container = controller.interpreter.context.container
+    if container is None:
+        return failure("SET", "no trainer container yet: try again after it is built")
+    effect = (
+        _set_optimizer(container, rest, value, value_text)
+        if head == "optimizer"
+        else _set_attribute(container, rest, value, value_text)
+    )
+    return controller.act("SET", payload, node, effect)
+
+
+def set_script(controller: Program, payload: str) -> editscript.EditScript:
+    """``SET NODE.argument value``: a change of the program, like ADD ``$NODE[argument=value]``."""
+    target, value_text = _assignment(payload, "SET")
+    _literal(value_text, "SET")
+    head, _, rest = _target(target)
     if head not in controller.source:
         hint = did_you_mean(head, [*controller.source.nodes, "optimizer", "main"])
         raise ProgramError([Diagnostic(f"SET: no node or object '{head}'", hint=hint)])
     key, _, deeper = rest.partition(".")
     if deeper:
         raise ProgramError([Diagnostic(f"SET {target}: a node argument is NODE.argument")])
-    text = f"${head}[{key}={value_text}]"
-    new = _resolve(controller, text, "SET", base=True)
-    return controller.commit("SET", payload, editscript.diff(controller.source, new, controller.version), node)
+    new = _resolve(controller, f"${head}[{key}={value_text}]", "SET", base=True)
+    return editscript.diff(controller.source, new, controller.version)
+
+
+def _target(target: str) -> tuple[str, str, str]:
+    """``HEAD.REST`` of a SET target: a node or object, and what of it."""
+    head, dot, rest = target.partition(".")
+    if not rest:
+        raise ProgramError([Diagnostic(f"SET target '{target}' needs a dot: optimizer.lr, NODE.argument …")])
+    return head, dot, rest
+
+
+def _sets_node(payload: str) -> bool:
+    """Whether ``SET payload`` changes a node's argument (a program change) rather than a
+    setting of the running objects (the optimizer, the container)."""
+    match = _ASSIGNMENT.match(payload)
+    return match is None or match.group(1).partition(".")[0] not in _OBJECTS
 
 
 def _set_optimizer(container, path: str, value: Any, text: str) -> Callable[[], str]:
@@ -431,12 +455,35 @@ def ping(controller: Controller, payload: str = "") -> Reply:
     return Reply(True, "PING", "pong", controller.version)
 
 
+def _changes_program(verb: str, script_of: Callable[[Program, str], editscript.EditScript]):
+    """The queued verb that commits the change ``script_of`` computes against the running program."""
+
+    def run(controller: Controller, payload: str, node: PlanNode) -> Reply:
+        return controller.commit(verb, payload, script_of(controller, payload), node)
+
+    return run
+
+
+#: The verbs whose change is an edit script computed from the program alone: a request for
+#: one is prepared (parsed, resolved, checked, compiled) off the training thread.
+SCRIPTS: dict[str, Callable[[Program, str], editscript.EditScript]] = {
+    "ADD": add_script,
+    "DEFAULT": default_script,
+    "APPLY": apply_script,
+    "REMOVE": remove_script,
+    "PATCH": patch_script,
+}
+
+
+def script_of(verb: str, payload: str) -> Callable[[Program, str], editscript.EditScript] | None:
+    """How to compute the change ``VERB payload`` makes to the program, if that is what it does."""
+    if verb == "SET" and _sets_node(payload):
+        return set_script
+    return SCRIPTS.get(verb)
+
+
 VERBS: dict[str, Callable[[Controller, str, PlanNode], Reply]] = {
-    "ADD": add,
-    "DEFAULT": default,
-    "APPLY": apply_program,
-    "REMOVE": remove,
-    "PATCH": patch,
+    **{verb: _changes_program(verb, script) for verb, script in SCRIPTS.items()},
     "UNDO": undo,
     "SET": set_value,
     "EXPORT": export,
