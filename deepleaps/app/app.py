@@ -28,6 +28,7 @@ from deepleaps.compiler import REGISTRY, Compiled, Plan, compile_file, compile_p
 from deepleaps.control.engine import Controller, restore_program
 from deepleaps.control.journal import FILE as JOURNAL
 from deepleaps.control.journal import Journal, read_journal
+from deepleaps.control.reload import load_recorded
 from deepleaps.control.server import ControlServer, ServerSettings
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import describe, error
@@ -167,6 +168,8 @@ class App:
         resuming = experiment.mode is Mode.RESUME and experiment.start_from is not None
         payload = CheckpointStore.load(experiment.start_from) if experiment.start_from and resuming else {}
         saved = payload.get("control")
+        if saved:  # the code it ran: the versions its reloads loaded, before anything is built from them
+            load_recorded(saved.get("code", {}), self.registry)
         source = restore_program(saved, self.registry, self._overrides) if saved else self.compiled.source
         plan = compile_plan(source).plan if saved else self.compiled.plan
         interpreter = Interpreter(plan, registry=self.registry, variables=variables)

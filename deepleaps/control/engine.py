@@ -243,11 +243,13 @@ HISTORY = 100
 
 @attrs.frozen
 class Applied:
-    """One applied plan change, kept for UNDO."""
+    """One applied change, kept for UNDO: a plan change, or a module reload (the program the
+    same before and after; ``reloaded`` is what UNDO loads back, see deepleaps.control.reload)."""
 
     patch_id: int
     before: Plan
     after: Plan
+    reloaded: Any = None
 
 
 class Controller:
@@ -284,6 +286,9 @@ class Controller:
         self.allow_external_modules = allow_external_modules
         self.version = int(restored["version"]) if restored else 1
         self.history: list[Applied] = []
+        #: The text of each module version a reload loaded, by module name: checkpoints keep
+        #: it, and a resumed run loads it (see deepleaps.control.reload).
+        self.code: dict[str, Any] = dict((restored or {}).get("code", {}))
         self.paused = False
         self._queue: collections.deque[_Request] = collections.deque()
         self._wake = threading.Event()
@@ -440,6 +445,7 @@ class Controller:
             "version": self.version,
             "next_patch_id": self._next_patch_id,
             "added_by": dict(self.added_by),
+            "code": dict(self.code),
         }
 
     def commit(
@@ -476,19 +482,32 @@ class Controller:
         if undoes and self.history and self.history[-1].before == after:
             self.history.pop()
         else:  # a replayed UNDO whose change is not in this run's history is a change of its own
-            self.history.append(Applied(patch_id, before, after))
-            del self.history[:-HISTORY]
+            self.remember(Applied(patch_id, before, after))
         for operation in script.operations:
             if isinstance(operation, editscript.AddNode):
                 self.added_by[operation.name] = patch_id
         self.write_monitor()
         return Reply(True, verb, "applied", self.version, patch_id, tuple(script.summary()), data, point)
 
-    def act(self, verb: str, text: str, node: PlanNode, effect: Callable[[], str], data: Any = None) -> Reply:
+    def remember(self, applied: Applied) -> None:
+        """Keep an applied change for UNDO (the last :data:`HISTORY` of them)."""
+        self.history.append(applied)
+        del self.history[:-HISTORY]
+
+    def act(
+        self,
+        verb: str,
+        text: str,
+        node: PlanNode,
+        effect: Callable[[], str],
+        data: Any = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> Reply:
         """A change other than a program patch (a setting, a variable, a stop …): journaled,
-        then done. Whatever can fail is checked before; ``effect`` does it and says what it did."""
+        then done. Whatever can fail is checked before; ``effect`` does it and says what it did.
+        ``record``: more fields of the journal entry (what a replay needs besides the text)."""
         point = self.point(node)
-        patch_id = self._journal(verb, text, point, self.version)
+        patch_id = self._journal(verb, text, point, self.version, **dict(record or {}))
         return Reply(True, verb, effect(), self.version, patch_id, point=point, data=data)
 
     def _journal(self, verb: str, text: str, point: dict, version: int, **extra: Any) -> int:
