@@ -387,7 +387,7 @@ def _refusal(
 ) -> ProgramError:
     """An exception of the user's code as a diagnostic at its file and line: a syntax error
     where it is; any other at the last frame in the module's file (else in the workspace)."""
-    what = f"{type(problem).__name__}: {problem}"
+    what = f"{stage}: {type(problem).__name__}: {problem}"
     span: Span | None
     if isinstance(problem, SyntaxError) and problem.filename and problem.lineno:
         what = f"{type(problem).__name__}: {problem.msg}"
@@ -397,7 +397,7 @@ def _refusal(
     else:
         span = _frame_span(problem, version, workspace)
     line = _line(span, version) if span is not None else None
-    diagnostics = [Diagnostic(f"{stage}: {what}", span, line)]
+    diagnostics = [Diagnostic(what, span, line)]
     if name is not None:
         diagnostics.append(_unchanged(name))
     return ProgramError(diagnostics)
