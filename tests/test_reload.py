@@ -12,6 +12,8 @@ import deepleaps.runtime.commands  # noqa: F401  (registers the built-in command
 from deepleaps.compiler import REGISTRY, compile_source
 from deepleaps.control.engine import Controller
 from deepleaps.control.journal import Journal, read_journal
+from deepleaps.control.reload import load_recorded
+from deepleaps.lang import ProgramError
 from deepleaps.runtime import Interpreter
 from deepleaps.train.container import TrainerContainer, rebuilt_model
 
@@ -196,3 +198,21 @@ def test_a_reload_takes_effect_and_undo_puts_the_old_module_back(echo_run):
     assert undone["ok"] and undone["message"].startswith(f"{name} as it was before patch {reloaded['patch_id']}")
     assert echo() == "echo V1" and sys.modules[name] is old
     assert send("UNDO")["message"] == "nothing to undo"
+
+
+def test_a_resumed_run_executes_the_recorded_text_not_the_file(echo_run):
+    path, name, send, _, controller = echo_run
+    path.write_text(COMMAND.format(version="V2"))
+    assert send("RELOAD_MODULE", name)["ok"]
+    saved = controller.saved()
+    assert saved["code"][name]["source"] == COMMAND.format(version="V2")
+    path.write_text(COMMAND.format(version="V3"))  # edited after the checkpoint
+    sys.modules.pop(name)
+
+    load_recorded(saved["code"], REGISTRY)
+
+    assert sys.modules[name].helper() == "V2"
+    assert REGISTRY.get("ReloadSubjectEcho").cls is sys.modules[name].ReloadSubjectEcho
+    tampered = {name: {**saved["code"][name], "source": COMMAND.format(version="V4")}}
+    with pytest.raises(ProgramError, match="does not match its sha256"):
+        load_recorded(tampered, REGISTRY)
