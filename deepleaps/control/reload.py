@@ -374,7 +374,8 @@ def _data(name: str, version: ModuleVersion | None, prepared: _Prepared) -> dict
     data["rebuilt"] = list(prepared.built)
     if prepared.model is not None:
         data["model"] = prepared.model.report
-    data["tried"] = prepared.tried
+    if prepared.model is not None or prepared.container_class is not None:
+        data["tried"] = prepared.tried
     return data
 
 
