@@ -28,7 +28,9 @@ from deepleaps.compiler import REGISTRY, Compiled, Plan, compile_file, compile_p
 from deepleaps.control.engine import Controller, restore_program
 from deepleaps.control.journal import FILE as JOURNAL
 from deepleaps.control.journal import Journal, read_journal
+from deepleaps.control.reload import load_recorded
 from deepleaps.control.server import ControlServer, ServerSettings
+from deepleaps.control.watch import CodeWatcher
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import describe, error
 from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded, parse_overrides, with_overrides
@@ -77,6 +79,7 @@ class App:
         port: int | None = None,
         replay: str | Path | None = None,
         sets: Sequence[str] = (),
+        watch_code: bool = False,
         **overrides,
     ):
         self.workspace = Path(workspace).resolve()
@@ -103,6 +106,8 @@ class App:
             self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=port
         )
         self._serve = serve
+        self._watch_code = watch_code
+        self.watcher: CodeWatcher | None = None
         self._replay = read_journal(replay) if replay is not None else []
 
     @staticmethod
@@ -167,6 +172,8 @@ class App:
         resuming = experiment.mode is Mode.RESUME and experiment.start_from is not None
         payload = CheckpointStore.load(experiment.start_from) if experiment.start_from and resuming else {}
         saved = payload.get("control")
+        if saved:  # the code it ran: the versions its reloads loaded, before anything is built from them
+            load_recorded(saved.get("code", {}), self.registry)
         source = restore_program(saved, self.registry, self._overrides) if saved else self.compiled.source
         plan = compile_plan(source).plan if saved else self.compiled.plan
         interpreter = Interpreter(plan, registry=self.registry, variables=variables)
@@ -199,6 +206,8 @@ class App:
         )
         if self._serve:
             self.server = ControlServer(self.controller, settings, self.workspace).start()
+        if self._watch_code:
+            self.watcher = CodeWatcher(self.controller, self.workspace).start()
 
     def _apply_overrides(self, interpreter: Interpreter) -> None:
         """``seed``/``device`` from RUN or the command line reach the trainer container config."""
@@ -301,6 +310,8 @@ class App:
             self._handler = None
 
     def _shutdown(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
         if self.controller is not None:
             self.controller.close()
             self.controller.write_monitor()

@@ -34,6 +34,7 @@ def init(directory: str) -> None:
 @click.option("--port", type=int, help="Overrides COMMAND_CONTROLLER.ipc_port (0: any free port).")
 @click.option("--no-server", is_flag=True, help="Do not open the control socket.")
 @click.option("--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply a run's journal.jsonl.")
+@click.option("--watch-code", is_flag=True, help="Reload a workspace module when its file is saved (RELOAD_MODULE).")
 @click.option(
     "--set",
     "sets",
@@ -41,7 +42,7 @@ def init(directory: str) -> None:
     metavar="NODE.ARGUMENT=VALUE",
     help="Override a DEFINE entry for this run, e.g. TRAINING_LOADER.repeat=200 (repeatable).",
 )
-def run(config, mode, source, name, seed, device, port, no_server, replay, sets):
+def run(config, mode, source, name, seed, device, port, no_server, replay, watch_code, sets):
     """Run the DEFAULT program of a workspace's command file."""
     if not Path(config).is_file():
         raise click.UsageError(f"no command file '{config}' (run in a workspace, or give --config)")
@@ -54,6 +55,7 @@ def run(config, mode, source, name, seed, device, port, no_server, replay, sets)
             port=port,
             replay=replay,
             sets=sets,
+            watch_code=watch_code,
             mode=mode,
             source=source,
             name=name,

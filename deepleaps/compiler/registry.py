@@ -22,7 +22,7 @@ import importlib
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Protocol, TypeGuard
 
 import attrs
@@ -60,12 +60,16 @@ class Registry:
     def __init__(self, parent: Registry | None = None):
         self._specs: dict[str, CommandSpec] = {}
         self._parent = parent
+        #: Moves on every registration (and restore): what was checked against one
+        #: generation of the commands may not hold for the next.
+        self.generation = 0
 
     def register(self, cls: type) -> type:
         """Register a command class (usable as a decorator)."""
         spec = spec_of(cls)
         for name in (spec.name, *spec.aliases):
             self._specs[name] = spec
+        self.generation += 1
         return cls
 
     def get(self, name: str) -> CommandSpec | None:
@@ -84,16 +88,35 @@ class Registry:
         """A registry that sees this one's commands and adds its own."""
         return Registry(parent=self)
 
-    def import_module(self, module: str, *, reload: bool = False) -> types.ModuleType:
-        """Import (or reload) ``module`` and register the command classes it defines."""
-        if reload and module in sys.modules:
-            loaded = importlib.reload(sys.modules[module])
-        else:
-            loaded = importlib.import_module(module)
-        for value in vars(loaded).values():
-            if isinstance(value, type) and getattr(value, "__module__", None) == loaded.__name__ and is_command(value):
-                self.register(value)
+    def import_module(self, module: str) -> types.ModuleType:
+        """Import ``module`` and register the command classes it defines."""
+        loaded = importlib.import_module(module)
+        self.register_module(loaded)
         return loaded
+
+    def register_module(self, module: types.ModuleType) -> list[type]:
+        """Register the command classes ``module`` defines (not those it imports); them."""
+        classes = [value for value in vars(module).values() if defined_in(value, module) and is_command(value)]
+        for cls in classes:
+            self.register(cls)
+        return classes
+
+    def saved(self) -> Callable[[], None]:
+        """A function that puts back the commands this registry and its parents hold now
+        (a reload that fails takes back what its module registered)."""
+        chain: list[Registry] = []
+        registry: Registry | None = self
+        while registry is not None:
+            chain.append(registry)
+            registry = registry._parent
+        specs = [dict(registry._specs) for registry in chain]
+
+        def restore() -> None:
+            for registry, kept in zip(chain, specs):
+                registry._specs = dict(kept)
+                registry.generation += 1
+
+        return restore
 
 
 class _Command(Protocol):
@@ -101,6 +124,11 @@ class _Command(Protocol):
 
     name: ClassVar[str]
     kind: ClassVar[Kind]
+
+
+def defined_in(value: Any, module: types.ModuleType) -> TypeGuard[type]:
+    """Whether ``value`` is a class whose code ``module`` holds (not one it imports)."""
+    return isinstance(value, type) and getattr(value, "__module__", None) == module.__name__
 
 
 def is_command(cls: type) -> TypeGuard[type[_Command]]:

@@ -140,9 +140,11 @@ class Snapshot:
 @attrs.frozen
 class Prepared:
     """A change of the program made ready for its commit: the edit script, the new source
-    plan (``None``: it changes nothing) and its compiled plan, against ``version``."""
+    plan (``None``: it changes nothing) and its compiled plan, against ``version`` of the
+    program and ``generation`` of the command classes (a reload moves it)."""
 
     version: int
+    generation: int
     script: editscript.EditScript
     after: Plan | None = None
     plan: Plan | None = None
@@ -155,12 +157,13 @@ def prepare(program: Program, script: editscript.EditScript) -> Prepared:
     Raises:
         ProgramError: the change leaves a program that does not pass the checks.
     """
+    at = (program.version, program.registry.generation)
     before = program.source
     after = editscript.apply(before, script)
     if not editscript.diff(before, after):
-        return Prepared(program.version, script)
+        return Prepared(*at, script)
     check_program(after, program.registry, program.sources)
-    return Prepared(program.version, script, after, compile_plan(after).plan)
+    return Prepared(*at, script, after, compile_plan(after).plan)
 
 
 @attrs.define
@@ -182,11 +185,13 @@ HISTORY = 100
 
 @attrs.frozen
 class Applied:
-    """One applied plan change, kept for UNDO."""
+    """One applied change, kept for UNDO: a plan change, or a module reload (the program the
+    same before and after; ``reloaded`` is what UNDO loads back, see deepleaps.control.reload)."""
 
     patch_id: int
     before: Plan
     after: Plan
+    reloaded: Any = None
 
 
 class Controller:
@@ -223,6 +228,9 @@ class Controller:
         self.allow_external_modules = allow_external_modules
         self.version = int(restored["version"]) if restored else 1
         self.history: list[Applied] = []
+        #: The text of each module version a reload loaded, by module name: checkpoints keep
+        #: it, and a resumed run loads it (see deepleaps.control.reload).
+        self.code: dict[str, Any] = dict((restored or {}).get("code", {}))
         self.paused = False
         self._queue: collections.deque[_Request] = collections.deque()
         #: Requests queued or being served: a refusal prepared meanwhile may not be final.
@@ -312,6 +320,7 @@ class Controller:
         if script_of is None:
             return None
         program = self.snapshot()
+        at = (program.version, program.registry.generation)
         prepared: Prepared | None = None
 
         def attempt() -> Reply:
@@ -324,7 +333,8 @@ class Controller:
             return prepared
         with self._lock:  # refused: final only if no change was queued or made meanwhile
             settled = not (self._pending or self._runtime or self._replay)
-            if settled and self.version == program.version and request.base in (None, self.version):
+            unmoved = (self.version, self.registry.generation) == at
+            if settled and unmoved and request.base in (None, self.version):
                 raise _Refused(reply)
         return None
 
@@ -391,7 +401,7 @@ class Controller:
             if request.base is not None and request.base != self.version:
                 raise ProgramError([Diagnostic(stale(request.base, self.version))])
             prepared = request.prepared
-            if prepared is not None and prepared.version == self.version:
+            if prepared is not None and self._current(prepared):
                 return self.commit(request.verb, request.payload, prepared.script, node, prepared=prepared)
             return run(self, request.payload, node)
 
@@ -427,6 +437,7 @@ class Controller:
             "version": self.version,
             "next_patch_id": self._next_patch_id,
             "added_by": dict(self.added_by),
+            "code": dict(self.code),
         }
 
     def commit(
@@ -450,7 +461,7 @@ class Controller:
         ``undoes``: the change restores the program before the last one in the
         UNDO history, which it takes out.
         """
-        if prepared is None or prepared.version != self.version:
+        if prepared is None or not self._current(prepared):
             prepared = prepare(self, script)
         before, after, plan = self.source, prepared.after, prepared.plan
         if after is None or plan is None:
@@ -470,19 +481,36 @@ class Controller:
         if undoes and self.history and self.history[-1].before == after:
             self.history.pop()
         else:  # a replayed UNDO whose change is not in this run's history is a change of its own
-            self.history.append(Applied(patch_id, before, after))
-            del self.history[:-HISTORY]
+            self.remember(Applied(patch_id, before, after))
         for operation in script.operations:
             if isinstance(operation, editscript.AddNode):
                 self.added_by[operation.name] = patch_id
         self.write_monitor()
         return Reply(True, verb, "applied", self.version, patch_id, tuple(script.summary()), data, point)
 
-    def act(self, verb: str, text: str, node: PlanNode, effect: Callable[[], str], data: Any = None) -> Reply:
+    def _current(self, prepared: Prepared) -> bool:
+        """Whether ``prepared`` was made against the program and command classes as they are."""
+        return (prepared.version, prepared.generation) == (self.version, self.registry.generation)
+
+    def remember(self, applied: Applied) -> None:
+        """Keep an applied change for UNDO (the last :data:`HISTORY` of them)."""
+        self.history.append(applied)
+        del self.history[:-HISTORY]
+
+    def act(
+        self,
+        verb: str,
+        text: str,
+        node: PlanNode,
+        effect: Callable[[], str],
+        data: Any = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> Reply:
         """A change other than a program patch (a setting, a variable, a stop …): journaled,
-        then done. Whatever can fail is checked before; ``effect`` does it and says what it did."""
+        then done. Whatever can fail is checked before; ``effect`` does it and says what it did.
+        ``record``: more fields of the journal entry (what a replay needs besides the text)."""
         point = self.point(node)
-        patch_id = self._journal(verb, text, point, self.version)
+        patch_id = self._journal(verb, text, point, self.version, **dict(record or {}))
         return Reply(True, verb, effect(), self.version, patch_id, point=point, data=data)
 
     def _journal(self, verb: str, text: str, point: dict, version: int, **extra: Any) -> int:

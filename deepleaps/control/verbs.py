@@ -11,7 +11,6 @@ import importlib.util
 import json
 import logging
 import re
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from deepleaps.compiler import PlanNode, resolve
 from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
-from deepleaps.control import editscript
+from deepleaps.control import editscript, reload
 from deepleaps.control.identity import match_identities, named_in
 from deepleaps.control.replies import Reply, failure, stale
 from deepleaps.lang import ProgramError, ast, parse, parse_value
@@ -129,6 +128,8 @@ def undo(controller: Controller, payload: str, node: PlanNode) -> Reply:
     if not controller.history:
         return failure("UNDO", "nothing to undo")
     undone = controller.history[-1]
+    if undone.reloaded is not None:
+        return reload.undo(controller, undone, node)
     script = editscript.diff(controller.source, undone.before, controller.version)
     if not script:  # the program is already as it was before that change
         controller.history.pop()
@@ -353,47 +354,13 @@ def _check_module(controller: Controller, module: str) -> None:
 
 
 def import_module(controller: Controller, payload: str, node: PlanNode, verb: str = "IMPORT_MODULE") -> Reply:
-    """``IMPORT_MODULE src.ipc.CustomCommand``: register the commands a module defines."""
+    """``IMPORT_MODULE src.ipc.CustomCommand``: register the commands a module defines;
+    ``RELOAD_MODULE``: load it again (:mod:`deepleaps.control.reload`)."""
     module = payload.strip()
     if not all(part.isidentifier() for part in module.split(".")):
         raise ProgramError([Diagnostic(f"{verb} takes a module name such as src.ipc.CustomCommand, not {module!r}")])
-    try:
-        _check_module(controller, module)
-        controller.registry.import_module(module, reload=verb == "RELOAD_MODULE")
-    except ProgramError:
-        raise
-    except Exception:  # the user's module failed to import: the old code keeps running
-        excerpt = "".join(traceback.format_exc(limit=-4).splitlines(keepends=True)[-12:])
-        return failure(verb, f"cannot import '{module}'; the running code is unchanged:\n{excerpt}")
-    rebuilt = []
-    if verb == "RELOAD_MODULE":
-        rebuilt = _rebind(controller, module)
-        rebuilt += _rebuild_model(controller, module)
-    message = f"imported {module}" + (f"; rebuilt {', '.join(rebuilt)}" if rebuilt else "")
-    return controller.act(verb, payload, node, lambda: message)
-
-
-def _rebind(controller: Controller, module: str) -> list[str]:
-    """Rebuild the nodes whose command class a reloaded module defines, keeping their state."""
-    interpreter = controller.interpreter
-    names = [name for name, cmd in interpreter.commands.items() if type(cmd).__module__ == module]
-    states = {name: interpreter.commands[name].state_dict() for name in names}
-    interpreter.install(interpreter.plan, rebuild=names)
-    for name in names:
-        interpreter.commands[name].load_state_dict(states[name])
-    return names
-
-
-def _rebuild_model(controller: Controller, module: str) -> list[str]:
-    """A model whose class the reloaded module defines is rebuilt with its old weights."""
-    container = controller.interpreter.context.container
-    if container is None or type(container.model).__module__ != module:
-        return []
-    from deepleaps.train.container import rebuild_model
-
-    report = rebuild_model(container)
-    details = "; ".join(f"{kind} keys: {', '.join(keys)}" for kind, keys in report.items() if keys)
-    return [f"the model ({details or 'every weight carried over'})"]
+    _check_module(controller, module)
+    return reload.load(controller, verb, module, node)
 
 
 def add_command_module(controller: Controller, payload: str, node: PlanNode) -> Reply:
@@ -501,6 +468,8 @@ IMMEDIATE_VERBS = {"STATUS": status, "DOT": dot, "DIFF": diff_program, "PING": p
 
 def replay(controller: Controller, entry: Mapping[str, Any], node: PlanNode) -> Reply:
     """Re-apply a journal entry: plan changes by their recorded edit script, actions by their text."""
+    if entry.get("module"):
+        return reload.replay(controller, entry, node)
     if entry.get("diff"):
         script = editscript.script_from_data(entry["diff"])
         undoes = entry["verb"] == "UNDO"  # it leaves the UNDO history as it left the original run's

@@ -214,7 +214,7 @@ class DataLoaderCommand(Command):
             batch = next(self._batches)
         except StopIteration:
             return False
-        ctx.sample = ctx.container.sample = batch
+        ctx.sample = ctx.container.sample = ctx.container.last_sample = batch
         if self._bar is not None:
             self._bar.update(ctx.container.last_loss)
         return True

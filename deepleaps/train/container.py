@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import attrs
 import torch
 from torch.utils.data import DataLoader
 
@@ -131,6 +132,8 @@ class TrainerContainer:
         self.data_config: dict[str, Any] = dict(expand(self.config.get("data", {}), self.root) or {})
         self._loaders: dict[str, DataLoader] = {}
         self.sample: Any = None
+        #: The last batch a loader gave (``sample`` is None between epochs): what a reload tries.
+        self.last_sample: Any = None
         self.last_loss: float | None = None
         self.metrics: dict[str, float] = {}
 
@@ -200,6 +203,13 @@ class TrainerContainer:
         self.last_loss = loss.item()
         return self.last_loss
 
+    def canary(self, sample: Any) -> None:
+        """What a reload tries on the last batch before it is committed (docs/reload.md): the
+        forward pass and the loss, without gradients. A container whose step differs says here
+        what its step needs to work."""
+        _, outputs, targets = self.forward(sample)
+        self.loss(outputs, targets)
+
     @torch.no_grad()
     def evaluate(self, name: str, metric: str = "accuracy") -> float:
         """``metric`` over data set ``name``: accuracy, or the mean loss."""
@@ -223,16 +233,38 @@ class TrainerContainer:
         return value
 
 
-def rebuild_model(container: TrainerContainer) -> dict[str, list[str]]:
-    """Build the model again from the configuration (its class reloaded), give it the old
-    weights and let the optimizer carry on with the new parameters (docs/design.md §7).
+@attrs.frozen
+class ModelSwap:
+    """A model built again (its class reloaded) with the old weights, and what the optimizer
+    becomes with it; nothing live changes until :meth:`install` (docs/reload.md)."""
 
-    Returns the keys that did not carry over: ``missing`` (new, freshly initialised),
-    ``unexpected`` (gone) and ``mismatched`` (a different shape: freshly initialised).
-    """
+    model: torch.nn.Module
+    #: The keys that did not carry over: ``missing`` (new, freshly initialised),
+    #: ``unexpected`` (gone) and ``mismatched`` (a different shape: freshly initialised).
+    report: dict[str, list[str]]
+    #: The parameters of each of the optimizer's param groups, in order.
+    groups: list[list[torch.nn.Parameter]]
+    state: dict[torch.Tensor, Any]
+
+    def install(self, container: TrainerContainer) -> None:
+        """Put the new model in the container and the optimizer; cannot fail."""
+        optimizer = container.optimizer
+        for group, parameters in zip(optimizer.param_groups, self.groups):
+            group["params"] = parameters
+        optimizer.state.clear()
+        optimizer.state.update(self.state)
+        container.model = self.model
+
+
+def rebuilt_model(container: TrainerContainer) -> ModelSwap:
+    """The model built again from the configuration, with the old weights, training modes and
+    frozen parameters; the optimizer goes on with the state of every parameter that carried
+    over and takes the new ones in its first param group (docs/design.md §7)."""
     old = container.model
     new = build(container.config["model"], container.root).to(container.device)
-    new.train(old.training)
+    old_modules = dict(old.named_modules())
+    for name, module in new.named_modules():
+        module.training = old_modules[name].training if name in old_modules else old.training
     old_state, new_state = old.state_dict(), new.state_dict()
     mismatched = [k for k in old_state.keys() & new_state.keys() if old_state[k].shape != new_state[k].shape]
     carried = {k: v for k, v in old_state.items() if k in new_state and k not in mismatched}
@@ -243,24 +275,12 @@ def rebuild_model(container: TrainerContainer) -> dict[str, list[str]]:
         "mismatched": sorted(mismatched),
     }
     old_parameters, new_parameters = dict(old.named_parameters()), dict(new.named_parameters())
-    replacement = {
-        id(parameter): new_parameters[name]
-        for name, parameter in old_parameters.items()
-        if name in new_parameters and name not in mismatched
-    }
+    kept = [name for name in old_parameters if name in new_parameters and name not in mismatched]
+    for name in kept:
+        new_parameters[name].requires_grad_(old_parameters[name].requires_grad)
+    replacement = {id(old_parameters[name]): new_parameters[name] for name in kept}
     optimizer = container.optimizer
-    kept: set[int] = set()
-    for group in optimizer.param_groups:
-        group["params"] = [replacement[id(p)] for p in group["params"] if id(p) in replacement]
-        kept.update(id(p) for p in group["params"])
-    fresh = [p for p in new.parameters() if id(p) not in kept]
-    if fresh:
-        optimizer.param_groups[0]["params"].extend(fresh)
-    state = {}
-    for parameter, values in optimizer.state.items():
-        if id(parameter) in replacement:
-            state[replacement[id(parameter)]] = values
-    optimizer.state.clear()
-    optimizer.state.update(state)
-    container.model = new
-    return report
+    groups = [[replacement[id(p)] for p in group["params"] if id(p) in replacement] for group in optimizer.param_groups]
+    groups[0].extend(parameter for name, parameter in new_parameters.items() if name not in kept)
+    state = {replacement[id(p)]: values for p, values in optimizer.state.items() if id(p) in replacement}
+    return ModelSwap(new, report, groups, state)
