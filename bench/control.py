@@ -93,6 +93,8 @@ BATCH = 64
 WORKER_BATCHES = 256
 #: Target of the idle cost: server / bare.
 TARGET = 1.01
+#: Target of the median step during a back-to-back burst of patches over the idle step.
+BURST_TARGET = 1.25
 
 PROGRAM = """\
 DEFAULT:
@@ -453,13 +455,17 @@ def report_latency(results: list[dict]) -> None:
                 f"{percentile(ms, 0.99):.2f} | {max(ms):.2f} |"
             )
     print("\n### Step time of the worker (ms)\n")
-    print("| run directory (journal) | idle: median | during ADD/REMOVE: median | p99 | journal entries |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| run directory (journal) | idle: median | during ADD/REMOVE: median | ratio (target ≤ "
+        f"{BURST_TARGET}) | p99 | journal entries |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for result in results:
         idle, patched = result["steps"]["idle"], result["steps"]["patched"]
+        ratio = statistics.median(patched) / statistics.median(idle)
         print(
             f"| {result['where']} | {statistics.median(idle) * 1e3:.3f} ({len(idle)} steps) | "
-            f"{statistics.median(patched) * 1e3:.3f} ({len(patched)} steps) | "
+            f"{statistics.median(patched) * 1e3:.3f} ({len(patched)} steps) | {ratio:.2f} | "
             f"{percentile(patched, 0.99) * 1e3:.3f} | {result['journal']} |"
         )
 
