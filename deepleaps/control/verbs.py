@@ -305,16 +305,16 @@ def _can_checkpoint(controller: Controller) -> bool:
 
 
 def checkpoint(controller: Controller, payload: str, node: PlanNode) -> Reply:
-    """``CHECKPOINT``: write one now (journaled first: the journal never lags a checkpoint)."""
+    """``CHECKPOINT``: write one now, then journal it: a checkpoint that could not be written
+    is not in the journal. (It waits for the journal entries before it: the journal never lags
+    a checkpoint.)"""
     if not _can_checkpoint(controller):
         raise ProgramError([Diagnostic("nothing to checkpoint yet: no trainer container")])
-    data: dict[str, str] = {}
-
-    def effect() -> str:
-        data["id"] = _checkpoint(controller)
-        return f"checkpoint {data['id']}"
-
-    return controller.act("CHECKPOINT", payload, node, effect, data=data)
+    try:
+        written = _checkpoint(controller)
+    except OSError as problem:
+        raise ProgramError([Diagnostic(f"the checkpoint could not be written: {describe(problem)}")]) from None
+    return controller.act("CHECKPOINT", payload, node, lambda: f"checkpoint {written}", data={"id": written})
 
 
 def stop(controller: Controller, payload: str, node: PlanNode) -> Reply:
