@@ -217,9 +217,7 @@ class _ToAst:
             seen[argument.name] = argument
         if label is None:
             return ast.Node(kind, name, arguments, children, span=self._span(meta))
-        return ast.Node(
-            kind, name, arguments, children, label=label.name, span=self._span(meta), label_span=label.span
-        )
+        return ast.Node(kind, name, arguments, children, label=label.name, span=self._span(meta), label_span=label.span)
 
     def label(self, meta, parts):
         return _Label(str(parts[0]), self._span(parts[0]), self._span(meta))
