@@ -1,8 +1,9 @@
 """Name resolution: program ASTs + DEFINE entries + registry → an unoptimised Plan.
 
 docs/design.md §3: ``$NAME`` reuses the instance NAME or creates it from
-``DEFINE[NAME]``; ``NAME`` and ``*Class`` create fresh instances with unique
-names (``NAME``, ``NAME_1``, …); ``$root`` always exists; a statement whose
+``DEFINE[NAME]``; ``NAME`` and ``*Class`` create fresh instances, named by
+their label (``*Class as P``) or else with unique generated names (``NAME``,
+``NAME_1``, … never a label of the program); ``$root`` always exists; a statement whose
 only node is an existing graph (``$G( $X )``) extends that graph, any other
 statement is added to ``$root``. Problems are collected, not raised one by one.
 """
@@ -23,10 +24,12 @@ from deepleaps.lang import ast
 from deepleaps.lang.ast import Span, python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, did_you_mean, error
 from deepleaps.lang.programfile import ArgsFile, Definition
+from deepleaps.lang.visitor import walk
 
 ROOT = "root"
 ROOT_COMMAND = "Graph"
 _DEFINE_ONLY_KEYS = ("command", "args", "inherit")
+_LABEL_FIRST = "a label is known from the node it is written on: write the labelled node first"
 _VARIABLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
 
@@ -70,6 +73,8 @@ class Resolver:
         self._args_cache: dict[str, dict | None] = {}
         #: Per base name, the index below which every ``NAME_i`` is taken (see _fresh).
         self._fresh_from: dict[str, int] = {}
+        #: The labels of the program being added: no generated name takes one.
+        self._labels: set[str] = set()
         if base is not None:
             self._load_base(base)
         else:
@@ -81,6 +86,8 @@ class Resolver:
     # ---- entry points -------------------------------------------------------
 
     def add_program(self, program: ast.Program) -> None:
+        self._labels = {node.label for node in walk(program) if isinstance(node, ast.Node) and node.label is not None}
+        self._fresh_from.clear()  # a label of the program before may be free now
         for chain in program.statements:
             self._statement(chain)
 
@@ -175,15 +182,19 @@ class Resolver:
             if definition is None:
                 self._unknown(node, "definition", self.definitions)
                 draft = None
+            elif (name := self._instance_name(node, node.name)) is None:
+                draft = None
             else:
-                draft = self._from_definition(self._fresh(node.name), definition, parent, _head(node))
+                draft = self._from_definition(name, definition, parent, _head(node))
         else:
             spec = self.registry.get(node.name)
             if spec is None:
                 self._unknown(node, "command class", self.registry.names())
                 draft = None
+            elif (name := self._instance_name(node, node.name.rsplit(".", 1)[-1])) is None:
+                draft = None
             else:
-                draft = _Draft(self._fresh(node.name.rsplit(".", 1)[-1]), spec, {}, {}, parent.name, _head(node))
+                draft = _Draft(name, spec, {}, {}, parent.name, _head(node))
                 self.drafts[draft.name] = draft
         if draft is None:
             self._recover(node, parent)
@@ -210,17 +221,41 @@ class Resolver:
                 return None
             return existing
         definition = self.definitions.get(name)
+        if definition is None and name in self._labels:
+            self._fail(f"'${name}' comes before the node labelled '{name}'", _head(node), hint=_LABEL_FIRST)
+            return None
         if definition is None:
             self._unknown(node, "name", [*self.definitions, *self.drafts])
             return None
         return self._from_definition(name, definition, parent, _head(node))
 
+    def _instance_name(self, node: ast.Node, base: str) -> str | None:
+        """The name of the instance a fresh node creates: its label, or a generated name;
+        None after an error (the label is a node's name already)."""
+        label = node.label
+        if label is None:
+            return self._fresh(base)
+        existing = self.drafts.get(label)
+        if existing is None:
+            return label
+        where = f" (at {existing.span})" if existing.span is not None else ""
+        self._fail(
+            f"label '{label}' is taken: the program has a node '{label}'{where}",
+            node.label_span,
+            hint="labels and instance names are one namespace: choose another label",
+        )
+        return None
+
     def _fresh(self, base: str) -> str:
-        """``base``, else ``base_i`` with the lowest free i."""
-        if base not in self.drafts:
+        """``base``, else ``base_i`` with the lowest free i; never a label of the program."""
+
+        def taken(name: str) -> bool:
+            return name in self.drafts or name in self._labels
+
+        if not taken(base):
             return base
         index = self._fresh_from.get(base, 1)
-        while f"{base}_{index}" in self.drafts:
+        while taken(f"{base}_{index}"):
             index += 1
         self._fresh_from[base] = index  # the caller may still fail to create it
         return f"{base}_{index}"

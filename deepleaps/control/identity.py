@@ -1,7 +1,8 @@
 """Which node of an edited program is which node of the running one (docs/control.md, "Identity").
 
-Named nodes (``$NAME``) are who their name says. Anonymous ones (``*Class``,
-and ``NAME`` for a fresh instance of a definition) are named by the resolver
+Named nodes (``$NAME``) and labelled ones (``*Class as P``: the label is the
+instance name) are who their name says, wherever they moved. Unlabelled
+anonymous ones (``*Class``, and ``NAME`` for a fresh instance of a definition) are named by the resolver
 in order of appearance — ``PrintCommand``, ``PrintCommand_1`` … — so an edited
 program that inserts one before another would hand the older node's name,
 and with it its counters and state, to the newcomer. Before an edited program
@@ -21,6 +22,8 @@ import attrs
 
 from deepleaps.compiler.plan import Plan, PlanNode
 from deepleaps.control.editscript import plain_arguments
+from deepleaps.lang import ast
+from deepleaps.lang.visitor import walk
 
 _GENERATED = re.compile(r"^(?P<base>.+?)(?:_(?P<index>[0-9]+))?$")
 
@@ -42,10 +45,22 @@ def _anonymous(plan: Plan, parent: PlanNode, named: set[str]) -> dict[tuple[str,
     return groups
 
 
+def written_names(program: ast.Program) -> set[str]:
+    """The instance names a program writes itself: every ``$NAME`` and every label."""
+    names = set()
+    for node in walk(program):
+        if isinstance(node, ast.Node):
+            if node.kind is ast.NodeKind.INSTANCE:
+                names.add(node.name)
+            elif node.label is not None:
+                names.add(node.label)
+    return names
+
+
 def match_identities(running: Plan, edited: Plan, named: set[str]) -> Plan:
     """``edited`` with its anonymous nodes renamed after the running nodes they are.
 
-    ``named`` holds the nodes the edited program names itself (``$NAME``): they keep their names.
+    ``named`` holds the nodes the edited program names itself (:func:`written_names`): they keep their names.
     """
     renames: dict[str, str] = {}
     for parent in edited.nodes.values():

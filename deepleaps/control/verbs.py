@@ -21,12 +21,11 @@ from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript
 from deepleaps.control.engine import Reply, failure, stale
-from deepleaps.control.identity import match_identities
+from deepleaps.control.identity import match_identities, written_names
 from deepleaps.lang import ProgramError, ast, parse, parse_value
 from deepleaps.lang.ast import python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
 from deepleaps.lang.programfile import load_program_file
-from deepleaps.lang.visitor import walk
 from deepleaps.train import settable
 
 if TYPE_CHECKING:
@@ -44,8 +43,8 @@ _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*)\s*(?:=|\s)\s*(.*?)\s*$", re
 def _edited(controller: Controller, text: str, verb: str):
     """A whole edited program (APPLY, DIFF), its anonymous nodes matched to the running ones."""
     program = parse(text, f"<{verb}>")
-    named = {node.name for node in walk(program) if isinstance(node, ast.Node) and node.kind is ast.NodeKind.INSTANCE}
-    return match_identities(controller.source, _resolve(controller, text, verb, base=False, program=program), named)
+    plan = _resolve(controller, text, verb, base=False, program=program)
+    return match_identities(controller.source, plan, written_names(program))
 
 
 def _resolve(controller: Controller, text: str, verb: str, *, base: bool, program: ast.Program | None = None):
