@@ -59,8 +59,11 @@ class Resolver:
         base: Plan | None = None,
         added_while_running: bool = False,
         known: Mapping[str, PlanNode] | None = None,
+        complete: bool = True,
     ):
         self.registry = registry
+        #: Check that every node has its required arguments (off for a node taken alone).
+        self.complete = complete
         self.definitions = definitions
         self.sources = dict(sources)
         self.roots = tuple(roots)
@@ -200,7 +203,7 @@ class Resolver:
             self._recover(node, parent)
             return None
         self._apply_inline(draft, node)
-        if created:  # required arguments may come from DEFINE or be written inline
+        if created and self.complete:  # required arguments may come from DEFINE or be written inline
             self._check_required(draft, _head(node))
         self._children(draft, node)
         return draft.name
@@ -346,6 +349,28 @@ class Resolver:
     def _fail(self, message: str, span: Span | None, hint: str | None = None) -> None:
         source = self.sources.get(span.file) if span else None
         self.problems.append(error(message, span, source, hint=hint))
+
+
+def resolve_alone(
+    node: ast.Node,
+    registry: Registry,
+    definitions: Mapping[str, Definition],
+    *,
+    sources: Mapping[str, SourceText] = {},
+    roots: Sequence[Path] = (Path.cwd(),),
+) -> PlanNode | None:
+    """The node that ``node`` (a reference without children) is, alone under ``$root`` of an
+    empty program: what its DEFINE entry or its class gives it and what it writes inline,
+    required arguments missing or not. None if it does not resolve (an unknown name, …).
+
+    What the program printer compares a running node with, to write only what differs.
+    """
+    resolver = Resolver(registry, definitions, sources=sources, roots=roots, complete=False)
+    resolver.add_program(ast.Program([ast.Chain([node])]))
+    name = node.label or node.name
+    if resolver.problems or name not in resolver.drafts:
+        return None
+    return resolver.plan().nodes[name]
 
 
 def _variables(value: Any) -> Any:

@@ -28,8 +28,9 @@ from deepleaps.lang.visitor import walk
 _GENERATED = re.compile(r"^(?P<base>.+?)(?:_(?P<index>[0-9]+))?$")
 
 
-def _base(node: PlanNode) -> str:
-    match = _GENERATED.match(node.name)
+def generated_base(name: str) -> str:
+    """The name a generated name was made from: ``PrintCommand`` for ``PrintCommand_2``."""
+    match = _GENERATED.match(name)
     assert match is not None  # the pattern matches any name
     return match.group("base")
 
@@ -41,7 +42,7 @@ def _anonymous(plan: Plan, parent: PlanNode, named: set[str]) -> dict[tuple[str,
         if name in named:
             continue
         node = plan.nodes[name]
-        groups.setdefault((_base(node), node.command), []).append(node)
+        groups.setdefault((generated_base(node.name), node.command), []).append(node)
     return groups
 
 
@@ -83,7 +84,7 @@ def match_identities(running: Plan, edited: Plan, named: set[str]) -> Plan:
     taken = set(running.nodes) | {renames.get(name, name) for name in edited.nodes}
     for name in edited.nodes:
         if name not in renames and name in running.nodes and name not in named:
-            renames[name] = _fresh(_GENERATED.match(name).group("base"), taken)  # type: ignore[union-attr]
+            renames[name] = _fresh(generated_base(name), taken)
             taken.add(renames[name])
     return rename(edited, {old: new for old, new in renames.items() if old != new})
 

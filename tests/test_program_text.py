@@ -1,0 +1,83 @@
+"""The running program written back as program text (deepleaps/control/program_text.py):
+read back, it is the same program, node for node, in the same order."""
+
+from __future__ import annotations
+
+import pytest
+from recording import RECORDING
+
+from deepleaps.compiler import OnError, resolve
+from deepleaps.control import editscript
+from deepleaps.control.identity import match_identities, written_names
+from deepleaps.control.program_text import ProgramWriter, exported_version, header
+from deepleaps.lang import parse
+from deepleaps.lang.programfile import load_program_file
+
+DEFINES = """\
+DEFINE:
+  STEP: {command: Rec, args: {tag: step}}
+  LOADER: {command: IterateCommand, args: {data: $xs}}
+  EPOCHS: {command: Graph, repeat: 3}
+  ONCE: {command: Rec, finish: true, on_error: remove}
+"""
+DEFINITIONS = load_program_file("defs.yaml", DEFINES).definitions
+WRITER = ProgramWriter(RECORDING, DEFINITIONS)
+
+
+def plan_of(text: str, *, running: bool = False):
+    return resolve([parse(text, "<test>")], DEFINITIONS, registry=RECORDING, added_while_running=running)
+
+
+def read_back(plan, version: int = 4):
+    """The plan that the written text of ``plan`` resolves to, as APPLY resolves it."""
+    text = WRITER.text(plan, version)
+    program = parse(text, "<written>")
+    edited = resolve([program], DEFINITIONS, registry=RECORDING, known=plan.nodes)
+    return text, match_identities(plan, edited, written_names(program))
+
+
+PROGRAMS = [
+    "$root( $STEP )",
+    '$root( $EPOCHS( $STEP -> *Rec[tag="x"], $STEP -> *Rec ) )',
+    "$root( STEP -> STEP, STEP )\nSTEP",
+    '$root[repeat=2]( $LOADER[repeat=2]( *Rec -> *Rec[tag="a", run_cycle="LOADER.step:2"] ) -> *Graph( *Rec ) )',
+    "$root( *Rec as A, *Rec as B, $B -> $A, *Rec as C -> $A, $C -> $B )",
+    '$root( $EPOCHS[repeat=1, finish=true] -> $ONCE[on_error="stop", finish=false] )',
+    "$root( *Graph as G( *Rec as X ), *Graph as H( $STEP ) )\n$G( *Rec -> $X )",
+]
+
+
+@pytest.mark.parametrize("text", PROGRAMS)
+def test_written_text_reads_back_to_the_same_program(text):
+    plan = plan_of(text)
+    written, back = read_back(plan)
+    assert editscript.diff(plan, back).summary() == [], written
+    assert back == plan, written
+
+
+def test_nodes_are_written_as_their_definition_with_what_differs():
+    plan = plan_of('$root( $EPOCHS[repeat=5]( $STEP[tag="changed"] -> STEP -> *Rec ) )')
+    assert WRITER.text(plan, 7) == (
+        header(7) + '\n$root($EPOCHS[repeat=5]($STEP[tag="changed"] -> STEP as STEP_1 -> *Rec as Rec))\n'
+    )
+
+
+def test_nodes_added_while_running_keep_their_on_error():
+    plan = plan_of('$root( *Rec[tag="new"] )', running=True)
+    assert plan["Rec"].on_error is OnError.REMOVE
+    assert '*Rec[tag="new", on_error="remove"] as Rec' in WRITER.text(plan, 2)
+
+
+def test_an_argument_unset_from_a_definition_falls_back_to_the_class():
+    plan = editscript.apply(plan_of("$root( $STEP )"), [editscript.UnsetArgument("STEP", "tag")])
+    written, back = read_back(plan)
+    assert "*Rec as STEP" in written
+    assert back == plan
+
+
+def test_the_version_is_read_back_from_the_header():
+    text = WRITER.text(plan_of("$root( $STEP )"), 12)
+    assert exported_version(text) == 12
+    assert exported_version("# a note\n\n" + text) == 12
+    assert exported_version("$root( $STEP )\n" + text) is None  # only before the program
+    assert exported_version("$root( $STEP )\n") is None
