@@ -81,3 +81,10 @@ def test_the_version_is_read_back_from_the_header():
     assert exported_version("# a note\n\n" + text) == 12
     assert exported_version("$root( $STEP )\n" + text) is None  # only before the program
     assert exported_version("$root( $STEP )\n") is None
+
+
+def test_the_cli_knows_a_stale_refusal_by_the_engine_s_words():
+    from deepleaps.cli.control import STALE
+    from deepleaps.control.engine import stale
+
+    assert stale(3, 4).startswith(STALE)

@@ -22,6 +22,7 @@ from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript
 from deepleaps.control.engine import Reply, failure, stale
 from deepleaps.control.identity import match_identities, written_names
+from deepleaps.control.program_text import ProgramWriter
 from deepleaps.lang import ProgramError, ast, parse, parse_value
 from deepleaps.lang.ast import python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
@@ -426,6 +427,16 @@ def dot(controller: Controller, payload: str = "") -> Reply:
     return Reply(True, "DOT", text, controller.version, data=text)
 
 
+def program(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``PROGRAM``: the running program as program text, its first line the version it is at.
+    Queued: at a safe point the program and its version are read together."""
+    writer = ProgramWriter(
+        controller.registry, controller.definitions, sources=controller.sources, roots=controller.roots
+    )
+    text = writer.text(controller.source, controller.version)
+    return Reply(True, "PROGRAM", text, controller.version, data=text)
+
+
 def ping(controller: Controller, payload: str = "") -> Reply:
     return Reply(True, "PING", "pong", controller.version)
 
@@ -447,6 +458,7 @@ VERBS: dict[str, Callable[[Controller, str, PlanNode], Reply]] = {
     "ADD_COMMAND_MODULE": add_command_module,
     "RELOAD_MODULE": reload_module,
     "LOAD": load,
+    "PROGRAM": program,
 }
 IMMEDIATE_VERBS = {"STATUS": status, "DOT": dot, "DIFF": diff_program, "PING": ping}
 
