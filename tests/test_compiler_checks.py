@@ -154,6 +154,19 @@ def test_a_reference_before_its_label():
     )
 
 
+def test_a_labelled_node_that_failed_is_reported_once():
+    # $B after it says nothing more: the label was written, its node failed.
+    expect(
+        "$root( BAD_CLASS as B -> $B )",
+        """
+        defs.yaml:4:24: error: unknown command class 'Recc' in DEFINE entry 'BAD_CLASS'
+              BAD_CLASS: {command: Recc}
+                                   ^~~~
+          = did you mean 'Rec'?
+        """,
+    )
+
+
 def test_root_cannot_be_a_child():
     expect(
         "$root( $root )",

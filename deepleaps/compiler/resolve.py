@@ -76,8 +76,10 @@ class Resolver:
         self._args_cache: dict[str, dict | None] = {}
         #: Per base name, the index below which every ``NAME_i`` is taken (see _fresh).
         self._fresh_from: dict[str, int] = {}
-        #: The labels of the program being added: no generated name takes one.
+        #: The labels of the program being added (no generated name takes one), and those
+        #: written so far.
         self._labels: set[str] = set()
+        self._written: set[str] = set()
         if base is not None:
             self._load_base(base)
         else:
@@ -90,6 +92,7 @@ class Resolver:
 
     def add_program(self, program: ast.Program) -> None:
         self._labels = {node.label for node in walk(program) if isinstance(node, ast.Node) and node.label is not None}
+        self._written = set()
         self._fresh_from.clear()  # a label of the program before may be free now
         for chain in program.statements:
             self._statement(chain)
@@ -225,7 +228,8 @@ class Resolver:
             return existing
         definition = self.definitions.get(name)
         if definition is None and name in self._labels:
-            self._fail(f"'${name}' comes before the node labelled '{name}'", _head(node), hint=_LABEL_FIRST)
+            if name not in self._written:  # else the labelled node failed, and said why
+                self._fail(f"'${name}' comes before the node labelled '{name}'", _head(node), hint=_LABEL_FIRST)
             return None
         if definition is None:
             self._unknown(node, "name", [*self.definitions, *self.drafts])
@@ -238,6 +242,7 @@ class Resolver:
         label = node.label
         if label is None:
             return self._fresh(base)
+        self._written.add(label)
         existing = self.drafts.get(label)
         if existing is None:
             return label
