@@ -123,13 +123,15 @@ def apply(file, as_json, base, host, port, token, workspace):
     exported = exported_version(Path(file).read_text(encoding="utf-8"))
     with _client(host, port, token, workspace) as client:
         reply = client.send(_versioned("APPLY", base or exported), text)
-    if not reply.get("ok") and base is None and exported is not None and STALE in reply.get("message", ""):
+    if not as_json and base is None and exported is not None and STALE in reply.get("message", ""):
+        click.echo(_message(reply), err=True)
         click.echo(
-            f"{file} was written at version {exported}: `deepleaps diff {file}` shows what applying it now "
-            "would change (it takes back what changed since), `deepleaps apply --base N` applies it at "
-            "version N, `deepleaps program NEW.dl` writes the program as it is now",
+            f"note: {file} was written at version {exported}. `deepleaps diff {file}` shows what applying it "
+            "now would change, taking back what changed since; `deepleaps program FILE` writes the program "
+            f"as it is now; `deepleaps apply --base N {file}` applies it at version N.",
             err=True,
         )
+        sys.exit(PROGRAM_ERROR)
     _show(reply, as_json)
 
 
