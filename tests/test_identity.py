@@ -15,8 +15,10 @@ def plan(text: str):
 
 
 def apply(running: str, edited: str) -> tuple[object, list[str]]:
+    """What APPLY does: the edited program's nodes matched to the running ones, and the diff."""
     before = plan(running)
-    after = match_identities(before, plan(edited), {"root"})
+    program = parse(edited, "<test>")
+    after = match_identities(before, resolve([program], {}, registry=REGISTRY), written_names(program))
     return after, editscript.diff(before, after).summary()
 
 
@@ -57,13 +59,6 @@ def test_rename_follows_every_reference():
 # ---- labels: a labelled node is its label, whatever moves around it ---------------------
 
 
-def apply_labelled(running: str, edited: str) -> tuple[object, list[str]]:
-    before = plan(running)
-    program = parse(edited, "<test>")
-    after = match_identities(before, resolve([program], {}, registry=REGISTRY), written_names(program))
-    return after, editscript.diff(before, after).summary()
-
-
 def test_written_names_are_instance_references_and_labels():
     program = parse("$root( *PrintCommand as P -> PRINT as Q, *PrintCommand -> $P )\n$G( $H )")
     assert written_names(program) == {"root", "P", "Q", "G", "H"}
@@ -71,7 +66,7 @@ def test_written_names_are_instance_references_and_labels():
 
 def test_a_labelled_node_keeps_its_identity_when_a_twin_is_inserted_before_it():
     # Unlabelled, the newcomer with the old arguments would take the old node's identity.
-    after, summary = apply_labelled(
+    after, summary = apply(
         '$root( *PrintCommand[content="a"] as P )',
         '$root( *PrintCommand[content="a"], *PrintCommand[content="b"] as P )',
     )
@@ -81,7 +76,7 @@ def test_a_labelled_node_keeps_its_identity_when_a_twin_is_inserted_before_it():
 
 
 def test_a_labelled_node_stays_itself_whatever_moves_around_it():
-    after, summary = apply_labelled(
+    after, summary = apply(
         '$root( *PrintCommand[content="a"] -> *PrintCommand[content="b"] as P -> *PrintCommand[content="c"] )',
         '$root( *PrintCommand[content="c"], *PrintCommand[content="x"], *PrintCommand[content="a"] as P )',
     )
@@ -98,7 +93,7 @@ def test_a_labelled_node_stays_itself_whatever_moves_around_it():
 
 def test_a_labelled_node_moved_to_another_graph_keeps_its_name():
     # Edit scripts move a node by removing and adding it: the label keeps its name, not its state.
-    after, summary = apply_labelled(
+    after, summary = apply(
         '$root( *Graph as G( *PrintCommand[content="a"] as P ), *Graph as H )',
         '$root( *Graph as G, *Graph as H( *PrintCommand[content="a"] as P ) )',
     )
@@ -109,7 +104,7 @@ def test_a_labelled_node_moved_to_another_graph_keeps_its_name():
 def test_unlabelled_nodes_are_not_paired_with_a_labelled_one():
     # The running P keeps its state; the anonymous newcomer is new, though its class and
     # arguments would have paired it with P by the structural rule.
-    after, summary = apply_labelled(
+    after, summary = apply(
         '$root( *PrintCommand[content="a"] as P )',
         '$root( *PrintCommand[content="a"] as P, *PrintCommand[content="a"] )',
     )
@@ -118,7 +113,7 @@ def test_unlabelled_nodes_are_not_paired_with_a_labelled_one():
 
 
 def test_labelling_a_running_node_by_its_generated_name_keeps_it():
-    after, summary = apply_labelled(
+    after, summary = apply(
         '$root( *PrintCommand[content="a"], *PrintCommand[content="b"] )',
         '$root( *PrintCommand[content="new"], *PrintCommand[content="b"] as PrintCommand_1 )',
     )

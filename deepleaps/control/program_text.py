@@ -14,8 +14,10 @@ a label, so an edited copy matches its nodes by name (docs/control.md, "Identity
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+import attrs
 
 from deepleaps.compiler import Plan, PlanNode, Registry
 from deepleaps.compiler.resolve import resolve_alone
@@ -44,21 +46,14 @@ def exported_version(text: str) -> int | None:
     return None
 
 
+@attrs.frozen
 class ProgramWriter:
     """Writes source plans as program text, against the definitions they were written with."""
 
-    def __init__(
-        self,
-        registry: Registry,
-        definitions: Mapping[str, Definition],
-        *,
-        sources: Mapping[str, SourceText] = {},
-        roots: Sequence[Path] = (Path.cwd(),),
-    ):
-        self.registry = registry
-        self.definitions = definitions
-        self.sources = sources
-        self.roots = roots
+    registry: Registry
+    definitions: Mapping[str, Definition]
+    sources: Mapping[str, SourceText] = attrs.Factory(dict)
+    roots: Sequence[Path] = (Path.cwd(),)
 
     def text(self, plan: Plan, version: int) -> str:
         """The program text of ``plan``, its first line the header that records ``version``."""
@@ -128,7 +123,7 @@ class ProgramWriter:
 
 
 #: The options a DEFINE entry may set and program text can set back to their default.
-_DEFAULTS = {
+_DEFAULTS: dict[str, Callable[[PlanNode], ast.Value]] = {
     "repeat": lambda node: ast.Integer(node.repeat),
     "finish": lambda node: ast.Boolean(False),
     "on_error": lambda node: ast.String(node.on_error.value),

@@ -430,9 +430,7 @@ def dot(controller: Controller, payload: str = "") -> Reply:
 def program(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``PROGRAM``: the running program as program text, its first line the version it is at.
     Queued: at a safe point the program and its version are read together."""
-    writer = ProgramWriter(
-        controller.registry, controller.definitions, sources=controller.sources, roots=controller.roots
-    )
+    writer = ProgramWriter(controller.registry, controller.definitions, controller.sources, controller.roots)
     text = writer.text(controller.source, controller.version)
     return Reply(True, "PROGRAM", text, controller.version, data=text)
 
