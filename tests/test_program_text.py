@@ -4,6 +4,8 @@ read back, it is the same program, node for node, in the same order."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from recording import RECORDING
 
 from deepleaps.compiler import OnError, resolve
@@ -88,3 +90,35 @@ def test_the_cli_knows_a_stale_refusal_by_the_engine_s_words():
     from deepleaps.control.engine import stale
 
     assert stale(3, 4).startswith(STALE)
+
+
+@st.composite
+def group_texts(draw, prefix: str = "N", depth: int = 2) -> str:
+    """The children of a graph: nodes of every kind in a random order, labelled or not, then
+    ``->`` edges between labelled ones in a random order that keeps the graph acyclic."""
+    count = draw(st.integers(1, 5))
+    names = [f"{prefix}_{index}" for index in range(count)]
+    rank = draw(st.permutations(range(count)))
+    pairs = draw(st.lists(st.tuples(st.integers(0, count - 1), st.integers(0, count - 1)), max_size=6, unique=True))
+    pairs = [(a, b) for a, b in pairs if rank[a] < rank[b]]
+    labelled = {index for pair in pairs for index in pair} | set(draw(st.sets(st.integers(0, count - 1))))
+    nodes = []
+    for index, name in enumerate(names):
+        label = f" as {name}" if index in labelled else ""
+        kind = draw(st.sampled_from(["rec", "step", "graph"] if depth else ["rec", "step"]))
+        if kind == "rec":
+            nodes.append("*Rec" + draw(st.sampled_from(["", '[tag="x"]', '[tag="y", repeat=2]'])) + label)
+        elif kind == "step":
+            nodes.append("STEP" + draw(st.sampled_from(["", '[tag="z"]'])) + label)
+        else:
+            nodes.append(f"*Graph{label}( {draw(group_texts(name, depth - 1))} )")
+    edges = [f"${names[a]} -> ${names[b]}" for a, b in pairs]
+    return ", ".join(draw(st.permutations(nodes)) + edges)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(group_texts())
+def test_any_program_reads_back_to_itself(group):
+    plan = plan_of(f"$root( {group} )")
+    written, back = read_back(plan)
+    assert back == plan, written
