@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from control_fixtures import InProcess
 from recording import RECORDING
 
 from deepleaps.compiler import OnError, resolve
@@ -122,3 +123,27 @@ def test_any_program_reads_back_to_itself(group):
     plan = plan_of(f"$root( {group} )")
     written, back = read_back(plan)
     assert back == plan, written
+
+
+def test_the_program_verb_answers_with_the_program_at_its_version_and_journals_nothing(tmp_path):
+    run = InProcess(tmp_path, {"name": "SGD", "lr": 0.1})
+    assert run.send("ADD", '$root( *PrintCommand[content="y"] as P )')["version"] == 2
+    reply = run.send("PROGRAM")
+    assert reply["ok"] and reply["version"] == 2
+    assert (
+        reply["message"]
+        == reply["data"]
+        == (
+            header(2) + "\n"
+            "$root(\n"
+            '    *PrintCommand[content="x"] as PrintCommand,\n'
+            '    *PrintCommand[content="y", on_error="remove"] as P\n'
+            ")\n"
+        )
+    )
+    assert [entry["verb"] for entry in run.journaled()] == ["ADD"]
+    assert run.send("PROGRAM@2")["ok"]
+    stale = run.send("PROGRAM@1")
+    assert not stale["ok"] and "stale: made against version 1, the program is at version 2" in stale["message"]
+    applied = run.send("APPLY@2", reply["data"])  # the program as it is: nothing to change
+    assert (applied["ok"], applied["message"], applied["version"]) == (True, "no change", 2), applied
