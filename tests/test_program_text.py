@@ -4,9 +4,9 @@ read back, it is the same program, node for node, in the same order."""
 from __future__ import annotations
 
 import pytest
+from control_fixtures import InProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from control_fixtures import InProcess
 from recording import RECORDING
 
 from deepleaps.compiler import OnError, resolve
