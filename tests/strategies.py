@@ -1,7 +1,7 @@
 """Hypothesis strategies for the command language.
 
 ``programs()`` generates :class:`deepleaps.lang.ast.Program` values of every
-form the grammar allows: the three node kinds, dotted class names, inline
+form the grammar allows: the three node kinds, dotted class names, labels, inline
 arguments with every literal kind (lists and mappings nested), chains, children groups, several
 statements and deep nesting. ``program_texts()`` renders such a program as
 source text with random layout (spaces, tabs, newlines where they are free,
@@ -42,6 +42,7 @@ SPECIAL_NAMES = (
     "x" * 40,
     "TRAINING_STEP",
     "MAIN_MODEL_SAVE",
+    "as",
 )
 
 identifiers = st.one_of(
@@ -135,12 +136,20 @@ def arguments(depth: int = 2) -> st.SearchStrategy[tuple[ast.Argument, ...]]:
 
 # ---- nodes, chains, programs ----------------------------------------------------
 
+_labels = st.one_of(st.none(), st.none(), identifiers)
+
 heads = st.one_of(
-    st.tuples(st.just(ast.NodeKind.INSTANCE), identifiers),
-    st.tuples(st.just(ast.NodeKind.DEFINE), identifiers),
-    st.tuples(st.just(ast.NodeKind.CLASS), dotted_names),
+    st.tuples(st.just(ast.NodeKind.INSTANCE), identifiers, st.none()),
+    st.tuples(st.just(ast.NodeKind.DEFINE), identifiers, _labels),
+    st.tuples(st.just(ast.NodeKind.CLASS), dotted_names, _labels),
 )
-"""``(kind, name)``: ``$NAME``, ``NAME`` or ``*pkg.Class``."""
+"""``(kind, name, label)``: ``$NAME``, ``NAME`` or ``*pkg.Class``, the last two sometimes
+with a label (``NAME as LABEL``)."""
+
+
+def _node(head, arguments=(), children=()) -> ast.Node:
+    kind, name, label = head
+    return ast.Node(kind, name, arguments, children, label=label)
 
 
 @functools.cache
@@ -148,11 +157,11 @@ def nodes(depth: int) -> st.SearchStrategy[ast.Node]:
     """A node whose brackets (``[`` of arguments and lists, ``(`` of children)
     nest at most ``depth`` levels."""
     if depth <= 0:
-        return st.builds(lambda head: ast.Node(*head), heads)
+        return st.builds(_node, heads)
     # Mostly leaves, so that a program stays small while some paths nest deep.
     children = st.one_of(st.just(()), st.just(()), st.lists(chains(depth - 1), min_size=1, max_size=2))
     return st.builds(
-        lambda head, args, kids: ast.Node(*head, arguments=args, children=kids),
+        _node,
         heads,
         st.one_of(st.just(()), arguments(min(depth - 1, 2))),
         children,
@@ -173,17 +182,16 @@ def deep_nodes(draw, levels: int) -> ast.Node:
     value: ast.Value = draw(scalars)
     for _ in range(innermost_lists):
         value = ast.List([value])
-    head = draw(heads)
-    node = ast.Node(*head, arguments=[ast.Argument("deep", value)])
+    node = _node(draw(heads), [ast.Argument("deep", value)])
     for _ in range(levels):
-        kind, name = draw(heads)
+        head = draw(heads)
         before = draw(st.lists(chains(0), max_size=1))
         after = draw(st.lists(chains(0), max_size=1))
         left = draw(st.lists(nodes(0), max_size=1))
         right = draw(st.lists(nodes(0), max_size=1))
         args = draw(st.one_of(st.just(()), arguments(0)))
         chain = ast.Chain([*left, node, *right])
-        node = ast.Node(kind, name, arguments=args, children=[*before, chain, *after])
+        node = _node(head, args, [*before, chain, *after])
     return node
 
 
@@ -297,6 +305,11 @@ class _Renderer:
                 self.value(argument.value)
             self.trailing_comma(bool(node.arguments))
             self.spaced("]")
+        if node.label is not None:
+            for word in ("as", node.label):  # a gap, and at least one blank: 'as' is a word
+                self.gap()
+                self.parts.append(self.draw(inline_gaps.filter(bool)))
+                self.token(word)
         if node.children:
             self.spaced("(")
             for index, chain in enumerate(node.children):

@@ -94,6 +94,79 @@ def test_unknown_class_in_a_define_entry_points_into_the_yaml_file():
     )
 
 
+def test_a_label_that_names_a_node_already():
+    expect(
+        "$root( $TRAINING_STEP -> *Rec as TRAINING_STEP )",
+        """
+        prog.dl:1:34: error: label 'TRAINING_STEP' is taken: the program has a node 'TRAINING_STEP' (at prog.dl:1:8)
+            $root( $TRAINING_STEP -> *Rec as TRAINING_STEP )
+                                             ^~~~~~~~~~~~~
+          = labels and instance names are one namespace: choose another label
+        """,
+    )
+
+
+def test_a_label_given_twice():
+    expect(
+        '$root( *Rec as R )\n$root( *Rec[tag="x"] as R )',
+        """
+        prog.dl:2:25: error: label 'R' is taken: the program has a node 'R' (at prog.dl:1:8)
+            $root( *Rec[tag="x"] as R )
+                                    ^
+          = labels and instance names are one namespace: choose another label
+        """,
+    )
+
+
+def test_the_root_is_no_label():
+    expect(
+        "$root( *Graph as root )",
+        """
+        prog.dl:1:18: error: label 'root' is taken: the program has a node 'root'
+            $root( *Graph as root )
+                             ^~~~
+          = labels and instance names are one namespace: choose another label
+        """,
+    )
+
+
+def test_a_label_on_an_instance_reference():
+    expect(
+        '$root( $TRAINING_STEP[tag="x"] as S )',
+        """
+        prog.dl:1:32: error: '$TRAINING_STEP' names an instance already and cannot take a label
+            $root( $TRAINING_STEP[tag="x"] as S )
+                                           ^~~~
+          = a label names a fresh instance: 'TRAINING_STEP as S' or '*Class as S'
+        """,
+    )
+
+
+def test_a_reference_before_its_label():
+    expect(
+        "$root( $R -> *Rec as R )",
+        """
+        prog.dl:1:8: error: '$R' comes before the node labelled 'R'
+            $root( $R -> *Rec as R )
+                   ^~
+          = a label is known from the node it is written on: write the labelled node first
+        """,
+    )
+
+
+def test_a_labelled_node_that_failed_is_reported_once():
+    # $B after it says nothing more: the label was written, its node failed.
+    expect(
+        "$root( BAD_CLASS as B -> $B )",
+        """
+        defs.yaml:4:24: error: unknown command class 'Recc' in DEFINE entry 'BAD_CLASS'
+              BAD_CLASS: {command: Recc}
+                                   ^~~~
+          = did you mean 'Rec'?
+        """,
+    )
+
+
 def test_root_cannot_be_a_child():
     expect(
         "$root( $root )",

@@ -92,6 +92,30 @@ def test_class_nodes_are_fresh_instances_with_default_arguments():
     assert plan["Graph"].repeat == 1
 
 
+def test_a_label_names_the_fresh_instance(tmp_path):
+    plan = plan_of('$root( *Rec[tag="a"] as A -> STEP as S, *Graph as G( *Rec as B ) -> $A )', program_file(tmp_path))
+    assert shape(plan) == {
+        "root": ("Graph", None),
+        "A": ("Rec", "root"),
+        "S": ("Rec", "root"),
+        "G": ("Graph", "root"),
+        "B": ("Rec", "G"),
+    }
+    assert dict(plan["S"].args) == {"tag": "step"}
+    assert plan["root"].edges == (("A", "S"), ("G", "A"))
+
+
+def test_generated_names_skip_the_labels_of_the_program(tmp_path):
+    # The label is further on, yet the unlabelled node before it does not take its name.
+    plan = plan_of("$root( *Rec, STEP, *Rec as Rec, STEP as STEP )", program_file(tmp_path))
+    assert plan["root"].children == ("Rec_1", "STEP_1", "Rec", "STEP")
+
+
+def test_a_labelled_graph_is_extended_by_its_label():
+    plan = plan_of("$root( *Graph as G )\n$G( *Rec as R )")
+    assert plan["G"].children == ("R",)
+
+
 def test_class_aliases_name_the_command():
     plan = plan_of('$root( *Print[content="hi"], *GraphCommand )')
     assert plan["Print"].command == "PrintCommand"

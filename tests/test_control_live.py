@@ -562,3 +562,72 @@ def test_reload_module_rebuilds_the_model_with_its_weights_and_the_training_goes
         assert "the model (every weight carried over)" in reloaded["message"]
         rows = training.wait_logged(batch_point(reloaded["point"]) + 3)
         assert_consecutive(rows)
+
+
+def test_an_exported_program_edited_and_applied_keeps_its_labelled_node(live, workspace, tmp_path):
+    names = tree_names(live)
+    added = live.send("ADD", f'$TRAINING_BATCH( *PrintCommand[content="labelled", {QUIET}] as P )')
+    assert added["ok"], added
+    try:
+        assert "P" in tree_names(live)
+        exported = tmp_path / "exported.dl"
+        written = run_cli(workspace, "program", str(exported))
+        assert written.returncode == 0, written.stderr
+        version = added["version"]
+        assert written.stdout == f"version {version} of the running program written to {exported}\n"
+        text = exported.read_text(encoding="utf-8")
+        assert text.startswith(f"# version {version} of the running program")
+        assert f'*PrintCommand[content="labelled", {QUIET}, on_error="remove"] as P' in text
+
+        # A new anonymous twin goes in before P, and P changes: P stays P (labels first).
+        edited = text.replace(
+            f'*PrintCommand[content="labelled", {QUIET}, on_error="remove"] as P',
+            f'*PrintCommand[content="labelled", {QUIET}], *PrintCommand[content="edited", {QUIET}] as P',
+        )
+        assert edited != text
+        exported.write_text(edited, encoding="utf-8")
+        applied = run_cli(workspace, "apply", str(exported))
+        assert applied.returncode == 0, applied.stderr
+        lines = applied.stdout.splitlines()
+        assert '~ P.content = "edited"' in lines
+        assert "+ PrintCommand (PrintCommand) in TRAINING_BATCH" in lines
+        assert f"(version {version + 1})" in applied.stdout
+        assert live.journal()[-1]["verb"] == "APPLY"
+        assert tree_names(live) == names | {"P", "PrintCommand"}
+        assert live.send("UNDO")["ok"]
+    finally:
+        assert live.send("UNDO")["ok"]
+    assert tree_names(live) == names
+
+
+def test_an_exported_program_is_refused_as_stale_once_another_change_landed(live, workspace, tmp_path):
+    names = tree_names(live)
+    exported = tmp_path / "exported.dl"
+    assert run_cli(workspace, "program", str(exported)).returncode == 0
+    version = exported_version_of(exported)
+    other = live.send("ADD", f'$TRAINING_BATCH( *PrintCommand[content="meanwhile", {QUIET}] as M )')
+    assert other["ok"] and other["version"] == version + 1, other
+    try:
+        exported.write_text(exported.read_text(encoding="utf-8").replace("$THROTTLE", "$THROTTLE, *Print"), "utf-8")
+        refused = run_cli(workspace, "apply", str(exported))
+        assert refused.returncode == 1
+        assert f"stale: made against version {version}, the program is at version {version + 1}" in refused.stderr
+        assert refused.stderr.splitlines()[-1].startswith(f"note: {exported} was written at version {version}. ")
+        assert live.send("STATUS")["version"] == version + 1
+        assert tree_names(live) == names | {"M"}
+
+        # An explicit --base applies it at the version it names: M, which the file lacks, goes.
+        forced = run_cli(workspace, "apply", "--base", str(version + 1), str(exported))
+        assert forced.returncode == 0, forced.stderr
+        assert "- M" in forced.stdout.splitlines()
+        assert tree_names(live) == names | {"Print"}
+        assert live.send("UNDO")["ok"]
+    finally:
+        assert live.send("UNDO")["ok"]
+    assert tree_names(live) == names
+
+
+def exported_version_of(path: Path) -> int:
+    match = re.match(r"# version ([0-9]+) of the running program", path.read_text(encoding="utf-8"))
+    assert match, path.read_text(encoding="utf-8")
+    return int(match.group(1))

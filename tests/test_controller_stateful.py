@@ -55,7 +55,7 @@ import deepleaps.runtime.commands  # noqa: F401  (registers Graph)
 from deepleaps.compiler import REGISTRY, Kind, OnError, Plan, PlanNode, compile_plan, compile_source, resolve
 from deepleaps.control import editscript
 from deepleaps.control.engine import HISTORY, Controller, check_program
-from deepleaps.control.identity import match_identities, named_in
+from deepleaps.control.identity import match_identities, written_names
 from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.replies import Reply
 from deepleaps.lang import ProgramError, ast, parse
@@ -414,7 +414,7 @@ class ControllerMachine(RuleBasedStateMachine):
             if verb == "ADD":
                 return self.committed(editscript.diff(self.source, self.resolved(payload, verb, base=True)))
             if verb == "APPLY":  # its anonymous nodes are the running ones they match (tests/test_identity.py)
-                named = named_in(parse(payload))
+                named = written_names(parse(payload))
                 edited = match_identities(self.source, self.resolved(payload, verb, base=False), named)
                 return self.committed(editscript.diff(self.source, edited))
             if verb == "REMOVE":

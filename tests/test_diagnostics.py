@@ -399,6 +399,24 @@ GOLDEN = [
         ],
         id="missing_equals",
     ),
+    pytest.param(
+        "$root( *P as )",
+        [
+            "train.dl:1:14: error: 'as' must be followed by a label, a name as in *Class as NAME",
+            "    $root( *P as )",
+            "                 ^",
+        ],
+        id="label_missing",
+    ),
+    pytest.param(
+        "$root( *P[x=1] Q )",
+        [
+            "train.dl:1:16: error: unexpected name 'Q'; expected ')', '->', ',', '(' or 'as'",
+            "    $root( *P[x=1] Q )",
+            "                   ^",
+        ],
+        id="label_without_as",
+    ),
 ]
 
 

@@ -133,7 +133,16 @@ def test_spans_point_at_their_source(case):
         piece = source_of(text, span)
         if isinstance(node, Node):
             assert piece.startswith(node.kind.value + node.name)
-            assert piece.endswith(")" if node.children else (node.name, "]"))
+            if node.children:
+                assert piece.endswith(")")
+            elif node.label is not None:
+                assert piece.endswith(node.label)
+            else:
+                assert piece.endswith((node.name, "]"))
+            if node.label is not None:
+                assert source_of(text, node.label_span) == node.label
+            else:
+                assert node.label_span is None
         elif isinstance(node, Argument):
             # An argument or a mapping entry: as an entry of its own, it reads back the same.
             assert parse(f"$probe[v={{{piece}}}]").statements[0].nodes[0].arguments[0].value.entries == (node,)
@@ -357,6 +366,8 @@ def _values_of(program):
 
 PROGRAM_FEATURES = {
     "all-kinds": lambda p: {node.kind for node in walk(p) if isinstance(node, Node)} == set(NodeKind),
+    "label": lambda p: any(isinstance(n, Node) and n.label is not None for n in walk(p)),
+    "label-with-children": lambda p: any(isinstance(n, Node) and n.label and n.children for n in walk(p)),
     "dotted-class": lambda p: any(isinstance(n, Node) and n.kind is NodeKind.CLASS and "." in n.name for n in walk(p)),
     "statements-and-chains": lambda p: len(p.statements) >= 2 and any(len(c.nodes) >= 2 for c in p.statements),
     "dag-group": lambda p: any(isinstance(n, Node) and len(n.children) >= 2 for n in walk(p)),

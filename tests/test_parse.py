@@ -146,6 +146,30 @@ def test_keywords_are_names_where_a_name_is_expected():
     assert set(arguments_of("$a[true=1, null=2]")) == {"true", "null"}
 
 
+def test_labels_name_fresh_instances():
+    parsed = parse('$root( *Print[content="x"] as P -> DEF as as, *Graph[repeat=2] as G( $A ) )')
+    print_node, define_node = parsed.statements[0].nodes[0].children[0].nodes
+    graph = parsed.statements[0].nodes[0].children[1].nodes[0]
+    assert (print_node.kind, print_node.name, print_node.label) == (NodeKind.CLASS, "Print", "P")
+    assert (define_node.kind, define_node.name, define_node.label) == (NodeKind.DEFINE, "DEF", "as")
+    assert (graph.label, graph.arguments[0].name, graph.children[0].nodes[0].name) == ("G", "repeat", "A")
+    assert print_node.label_span == Span("<program>", 1, 31, 1, 32)
+    assert parse("*Print as P") != parse("*Print as Q") != parse("*Print")
+
+
+def test_a_label_on_an_instance_reference_is_refused_at_the_label():
+    with pytest.raises(ProgramError) as caught:
+        parse("$root( $A[x=1] as B )", "prog.dl")
+    assert caught.value.render() == (
+        "prog.dl:1:16: error: '$A' names an instance already and cannot take a label\n"
+        "    $root( $A[x=1] as B )\n"
+        "                   ^~~~\n"
+        "  = a label names a fresh instance: 'A as B' or '*Class as B'"
+    )
+    with pytest.raises(ValueError, match="cannot have a label"):
+        Node(NodeKind.INSTANCE, "A", label="B")
+
+
 def test_dag_groups_with_commas():
     assert parse("$G( $A->$B, $A->$C )") == program(
         chain(instance("G", chain(instance("A"), instance("B")), chain(instance("A"), instance("C"))))
@@ -628,6 +652,7 @@ def test_walk_handles_the_deepest_program_without_recursion():
         ("$A[v=$latest.id, n=null, t=true, f=false]", "$A[v=$latest.id, n=null, t=true, f=false]\n"),
         ("$A\n\n\n$B ->\n $C", "$A\n$B -> $C\n"),
         ('$A[m={ "a b" = 1, "c"=2, "null"=3, d={},}]', '$A[m={"a b"=1, c=2, "null"=3, d={}}]\n'),
+        ("$root( *P[x=1]as  Q( $A ),DEF\tas\nR )", "$root(*P[x=1] as Q($A), DEF as R)\n"),
     ],
 )
 def test_printer_examples(source, canonical):

@@ -10,7 +10,7 @@ import click
 
 from deepleaps import __version__
 from deepleaps.cli.compile import compile_command
-from deepleaps.cli.control import apply, diff, interactive, send, status
+from deepleaps.cli.control import apply, diff, interactive, program, send, status
 from deepleaps.cli.fmt import fmt
 from deepleaps.cli.run import init, run
 
@@ -25,5 +25,5 @@ main.add_command(compile_command)
 main.add_command(fmt)
 main.add_command(init)
 main.add_command(run)
-for _command in (send, apply, diff, status, interactive):
+for _command in (send, apply, diff, program, status, interactive):
     main.add_command(_command)

@@ -13,6 +13,7 @@ import click
 
 from deepleaps.cli.common import PROGRAM_ERROR, is_yaml, reporting
 from deepleaps.control.client import Client, ControlError
+from deepleaps.control.program_text import exported_version
 
 
 def connection_options(function):
@@ -88,6 +89,9 @@ def _program_text(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")
 
 
+#: How a refusal of a request made against an older version begins (``engine.stale``).
+STALE = "stale: made against version"
+
 BASE = click.option(
     "--base", type=click.IntRange(min=1), help="The program version this was made against: refused if it moved."
 )
@@ -111,10 +115,39 @@ def send(verb, payload, as_json, base, host, port, token, workspace):
 @BASE
 @connection_options
 def apply(file, as_json, base, host, port, token, workspace):
-    """Apply a whole edited program (.dl, or a command file's DEFAULT): the server diffs it."""
+    """Apply a whole edited program (.dl, or a command file's DEFAULT): the server diffs it.
+
+    A file written by `deepleaps program` is applied only if the training is still at the
+    version it was written at (its first line says which); --base N says another version."""
     text = _program_text(file)
+    exported = exported_version(Path(file).read_text(encoding="utf-8"))
     with _client(host, port, token, workspace) as client:
-        _show(client.send(_versioned("APPLY", base), text), as_json)
+        reply = client.send(_versioned("APPLY", base or exported), text)
+    if not as_json and base is None and exported is not None and STALE in reply.get("message", ""):
+        click.echo(_message(reply), err=True)
+        click.echo(
+            f"note: {file} was written at version {exported}. `deepleaps diff {file}` shows what applying it "
+            "now would change, taking back what changed since; `deepleaps program FILE` writes the program "
+            f"as it is now; `deepleaps apply --base N {file}` applies it at version N.",
+            err=True,
+        )
+        sys.exit(PROGRAM_ERROR)
+    _show(reply, as_json)
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False, writable=True), required=False)
+@connection_options
+def program(file, host, port, token, workspace):
+    """Write the running program to FILE (default: print it), headed by the version it is at,
+    for an edit that `deepleaps apply FILE` sends back."""
+    with _client(host, port, token, workspace) as client:
+        reply = client.send("PROGRAM")
+    if not reply.get("ok") or file is None:
+        _show(reply, False)
+        return
+    Path(file).write_text(reply["data"], encoding="utf-8")
+    click.echo(f"version {reply['version']} of the running program written to {file}")
 
 
 def _versioned(verb: str, base: int | None) -> str:

@@ -1,8 +1,9 @@
 """Name resolution: program ASTs + DEFINE entries + registry → an unoptimised Plan.
 
 docs/design.md §3: ``$NAME`` reuses the instance NAME or creates it from
-``DEFINE[NAME]``; ``NAME`` and ``*Class`` create fresh instances with unique
-names (``NAME``, ``NAME_1``, …); ``$root`` always exists; a statement whose
+``DEFINE[NAME]``; ``NAME`` and ``*Class`` create fresh instances, named by
+their label (``*Class as P``) or else with unique generated names (``NAME``,
+``NAME_1``, … never a label of the program); ``$root`` always exists; a statement whose
 only node is an existing graph (``$G( $X )``) extends that graph, any other
 statement is added to ``$root``. Problems are collected, not raised one by one.
 """
@@ -23,6 +24,7 @@ from deepleaps.lang import ast
 from deepleaps.lang.ast import Span, python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, did_you_mean, error
 from deepleaps.lang.programfile import ArgsFile, Definition
+from deepleaps.lang.visitor import walk
 
 ROOT = "root"
 ROOT_COMMAND = "Graph"
@@ -30,6 +32,7 @@ _DEFINE_ONLY_KEYS = ("command", "args", "inherit")
 #: Spelling hints ("did you mean …") for the first problems only: each costs a fuzzy match
 #: against every known name, and a program with more mistakes than this needs no more hints.
 HINTED = 50
+_LABEL_FIRST = "a label is known from the node it is written on: write the labelled node first"
 _VARIABLE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$")
 
 
@@ -59,8 +62,11 @@ class Resolver:
         base: Plan | None = None,
         added_while_running: bool = False,
         known: Mapping[str, PlanNode] | None = None,
+        complete: bool = True,
     ):
         self.registry = registry
+        #: Check that every node has its required arguments (off for a node taken alone).
+        self.complete = complete
         self.definitions = definitions
         self.sources = dict(sources)
         self.roots = tuple(roots)
@@ -73,6 +79,10 @@ class Resolver:
         self._args_cache: dict[str, dict | None] = {}
         #: Per base name, the index below which every ``NAME_i`` is taken (see _fresh).
         self._fresh_from: dict[str, int] = {}
+        #: The labels of the program being added (no generated name takes one), and those
+        #: written so far.
+        self._labels: set[str] = set()
+        self._written: set[str] = set()
         if base is not None:
             self._load_base(base)
         else:
@@ -84,6 +94,9 @@ class Resolver:
     # ---- entry points -------------------------------------------------------
 
     def add_program(self, program: ast.Program) -> None:
+        self._labels = {node.label for node in walk(program) if isinstance(node, ast.Node) and node.label is not None}
+        self._written = set()
+        self._fresh_from.clear()  # a label of the program before may be free now
         for chain in program.statements:
             self._statement(chain)
 
@@ -178,21 +191,25 @@ class Resolver:
             if definition is None:
                 self._unknown(node, "definition", self.definitions)
                 draft = None
+            elif (name := self._instance_name(node, node.name)) is None:
+                draft = None
             else:
-                draft = self._from_definition(self._fresh(node.name), definition, parent, _head(node))
+                draft = self._from_definition(name, definition, parent, _head(node))
         else:
             spec = self.registry.get(node.name)
             if spec is None:
                 self._unknown(node, "command class", self.registry.names())
                 draft = None
+            elif (name := self._instance_name(node, node.name.rsplit(".", 1)[-1])) is None:
+                draft = None
             else:
-                draft = _Draft(self._fresh(node.name.rsplit(".", 1)[-1]), spec, {}, {}, parent.name, _head(node))
+                draft = _Draft(name, spec, {}, {}, parent.name, _head(node))
                 self.drafts[draft.name] = draft
         if draft is None:
             self._recover(node, parent)
             return None
         self._apply_inline(draft, node)
-        if created:  # required arguments may come from DEFINE or be written inline
+        if created and self.complete:  # required arguments may come from DEFINE or be written inline
             self._check_required(draft, _head(node))
         self._children(draft, node)
         return draft.name
@@ -213,17 +230,43 @@ class Resolver:
                 return None
             return existing
         definition = self.definitions.get(name)
+        if definition is None and name in self._labels:
+            if name not in self._written:  # else the labelled node failed, and said why
+                self._fail(f"'${name}' comes before the node labelled '{name}'", _head(node), hint=_LABEL_FIRST)
+            return None
         if definition is None:
             self._unknown(node, "name", [*self.definitions, *self.drafts])
             return None
         return self._from_definition(name, definition, parent, _head(node))
 
+    def _instance_name(self, node: ast.Node, base: str) -> str | None:
+        """The name of the instance a fresh node creates: its label, or a generated name;
+        None after an error (the label is a node's name already)."""
+        label = node.label
+        if label is None:
+            return self._fresh(base)
+        self._written.add(label)
+        existing = self.drafts.get(label)
+        if existing is None:
+            return label
+        where = f" (at {existing.span})" if existing.span is not None else ""
+        self._fail(
+            f"label '{label}' is taken: the program has a node '{label}'{where}",
+            node.label_span,
+            hint="labels and instance names are one namespace: choose another label",
+        )
+        return None
+
     def _fresh(self, base: str) -> str:
-        """``base``, else ``base_i`` with the lowest free i."""
-        if base not in self.drafts:
+        """``base``, else ``base_i`` with the lowest free i; never a label of the program."""
+
+        def taken(name: str) -> bool:
+            return name in self.drafts or name in self._labels
+
+        if not taken(base):
             return base
         index = self._fresh_from.get(base, 1)
-        while f"{base}_{index}" in self.drafts:
+        while taken(f"{base}_{index}"):
             index += 1
         self._fresh_from[base] = index  # the caller may still fail to create it
         return f"{base}_{index}"
@@ -315,6 +358,28 @@ class Resolver:
     def _fail(self, message: str, span: Span | None, hint: str | None = None) -> None:
         source = self.sources.get(span.file) if span else None
         self.problems.append(error(message, span, source, hint=hint))
+
+
+def resolve_alone(
+    node: ast.Node,
+    registry: Registry,
+    definitions: Mapping[str, Definition],
+    *,
+    sources: Mapping[str, SourceText] = {},
+    roots: Sequence[Path] = (Path.cwd(),),
+) -> PlanNode | None:
+    """The node that ``node`` (a reference without children) is, alone under ``$root`` of an
+    empty program: what its DEFINE entry or its class gives it and what it writes inline,
+    required arguments missing or not. None if it does not resolve (an unknown name, …).
+
+    What the program printer compares a running node with, to write only what differs.
+    """
+    resolver = Resolver(registry, definitions, sources=sources, roots=roots, complete=False)
+    resolver.add_program(ast.Program([ast.Chain([node])]))
+    name = node.label or node.name
+    if resolver.problems or name not in resolver.drafts:
+        return None
+    return resolver.plan().nodes[name]
 
 
 def _variables(value: Any) -> Any:

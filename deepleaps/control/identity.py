@@ -1,7 +1,8 @@
 """Which node of an edited program is which node of the running one (docs/control.md, "Identity").
 
-Named nodes (``$NAME``) are who their name says. Anonymous ones (``*Class``,
-and ``NAME`` for a fresh instance of a definition) are named by the resolver
+Named nodes (``$NAME``) and labelled ones (``*Class as P``: the label is the
+instance name) are who their name says, wherever they moved. Unlabelled
+anonymous ones (``*Class``, and ``NAME`` for a fresh instance of a definition) are named by the resolver
 in order of appearance — ``PrintCommand``, ``PrintCommand_1`` … — so an edited
 program that inserts one before another would hand the older node's name,
 and with it its counters and state, to the newcomer. Before an edited program
@@ -27,8 +28,9 @@ from deepleaps.lang.visitor import walk
 _GENERATED = re.compile(r"^(?P<base>.+?)(?:_(?P<index>[0-9]+))?$")
 
 
-def _base(node: PlanNode) -> str:
-    match = _GENERATED.match(node.name)
+def generated_base(name: str) -> str:
+    """The name a generated name was made from: ``PrintCommand`` for ``PrintCommand_2``."""
+    match = _GENERATED.match(name)
     assert match is not None  # the pattern matches any name
     return match.group("base")
 
@@ -40,19 +42,26 @@ def _anonymous(plan: Plan, parent: PlanNode, named: set[str]) -> dict[tuple[str,
         if name in named:
             continue
         node = plan.nodes[name]
-        groups.setdefault((_base(node), node.command), []).append(node)
+        groups.setdefault((generated_base(node.name), node.command), []).append(node)
     return groups
 
 
-def named_in(program: ast.Program) -> set[str]:
-    """The nodes a program names itself (``$NAME``): they are who they say."""
-    return {node.name for node in walk(program) if isinstance(node, ast.Node) and node.kind is ast.NodeKind.INSTANCE}
+def written_names(program: ast.Program) -> set[str]:
+    """The instance names a program writes itself: every ``$NAME`` and every label."""
+    names = set()
+    for node in walk(program):
+        if isinstance(node, ast.Node):
+            if node.kind is ast.NodeKind.INSTANCE:
+                names.add(node.name)
+            elif node.label is not None:
+                names.add(node.label)
+    return names
 
 
 def match_identities(running: Plan, edited: Plan, named: set[str]) -> Plan:
     """``edited`` with its anonymous nodes renamed after the running nodes they are.
 
-    ``named`` holds the nodes the edited program names itself (``$NAME``): they keep their names.
+    ``named`` holds the nodes the edited program names itself (:func:`written_names`): they keep their names.
     """
     renames: dict[str, str] = {}
     for parent in edited.nodes.values():
@@ -75,7 +84,7 @@ def match_identities(running: Plan, edited: Plan, named: set[str]) -> Plan:
     taken = set(running.nodes) | {renames.get(name, name) for name in edited.nodes}
     for name in edited.nodes:
         if name not in renames and name in running.nodes and name not in named:
-            renames[name] = _fresh(_GENERATED.match(name).group("base"), taken)  # type: ignore[union-attr]
+            renames[name] = _fresh(generated_base(name), taken)
             taken.add(renames[name])
     return rename(edited, {old: new for old, new in renames.items() if old != new})
 

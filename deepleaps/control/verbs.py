@@ -19,7 +19,8 @@ from deepleaps.compiler import PlanNode, resolve
 from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript, reload
-from deepleaps.control.identity import match_identities, named_in
+from deepleaps.control.identity import match_identities, written_names
+from deepleaps.control.program_text import ProgramWriter
 from deepleaps.control.replies import Reply, failure, stale
 from deepleaps.lang import ProgramError, ast, parse, parse_value
 from deepleaps.lang.ast import python_value
@@ -42,9 +43,8 @@ _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*)\s*(?:=|\s)\s*(.*?)\s*$", re
 def _edited(controller: Program, text: str, verb: str):
     """A whole edited program (APPLY, DIFF), its anonymous nodes matched to the running ones."""
     program = parse(text, f"<{verb}>")
-    return match_identities(
-        controller.source, _resolve(controller, text, verb, base=False, program=program), named_in(program)
-    )
+    plan = _resolve(controller, text, verb, base=False, program=program)
+    return match_identities(controller.source, plan, written_names(program))
 
 
 def _resolve(controller: Program, text: str, verb: str, *, base: bool, program: ast.Program | None = None):
@@ -418,6 +418,14 @@ def dot(controller: Controller, payload: str = "") -> Reply:
     return Reply(True, "DOT", text, controller.version, data=text)
 
 
+def program(controller: Controller, payload: str, node: PlanNode) -> Reply:
+    """``PROGRAM``: the running program as program text, its first line the version it is at.
+    Queued: at a safe point the program and its version are read together."""
+    writer = ProgramWriter(controller.registry, controller.definitions, controller.sources, controller.roots)
+    text = writer.text(controller.source, controller.version)
+    return Reply(True, "PROGRAM", text, controller.version, data=text)
+
+
 def ping(controller: Controller, payload: str = "") -> Reply:
     return Reply(True, "PING", "pong", controller.version)
 
@@ -462,6 +470,7 @@ VERBS: dict[str, Callable[[Controller, str, PlanNode], Reply]] = {
     "ADD_COMMAND_MODULE": add_command_module,
     "RELOAD_MODULE": reload_module,
     "LOAD": load,
+    "PROGRAM": program,
 }
 IMMEDIATE_VERBS = {"STATUS": status, "DOT": dot, "DIFF": diff_program, "PING": ping}
 

@@ -160,13 +160,22 @@ class Argument:
 
 @attrs.frozen
 class Node:
-    """One node reference with its inline arguments and its children chains."""
+    """One node reference with its inline arguments, its label and its children chains."""
 
     kind: NodeKind
     name: str
     arguments: tuple[Argument, ...] = attrs.field(default=(), converter=as_tuple)
     children: tuple[Chain, ...] = attrs.field(default=(), converter=as_tuple)
+    #: ``*Class as LABEL``: the instance name of a fresh instance, instead of a generated one.
+    label: str | None = attrs.field(default=None, kw_only=True)
     span: Span | None = _span()
+    #: Where the label is written (the name after ``as``).
+    label_span: Span | None = _span()
+
+    @label.validator
+    def _fresh_instances_only(self, attribute, value):
+        if value is not None and self.kind is NodeKind.INSTANCE:
+            raise ValueError(f"'${self.name}' names an instance and cannot have a label")
 
     def accept(self, visitor: Visitor):
         return visitor.visit_node(self)

@@ -42,6 +42,8 @@ class ParseState:
     comments: list[ast.Comment] = attrs.Factory(list)
     open_brackets: list[Token] = attrs.Factory(list)
     last: Token | None = None
+    #: The last node reference ($NAME, NAME, *Class): the node a label would name.
+    head: Token | None = None
 
 
 _state: contextvars.ContextVar[ParseState] = contextvars.ContextVar("deepleaps_parse_state")
@@ -77,6 +79,8 @@ class _PostLexer:
                     raise _NestingTooDeep(token)
             elif kind in CLOSERS and state.open_brackets and state.open_brackets[-1].type == CLOSERS[kind]:
                 state.open_brackets.pop()
+            elif kind in _NODE_KINDS:
+                state.head = token
             state.last = token
             yield token
 
@@ -120,6 +124,7 @@ class _ToAst:
         "start",
         "chain",
         "node",
+        "label",
         "children",
         "arguments",
         "argument",
@@ -174,17 +179,29 @@ class _ToAst:
 
     def node(self, meta, parts):
         head, *rest = parts
-        kind = {"INSTANCE": ast.NodeKind.INSTANCE, "DEFINE": ast.NodeKind.DEFINE, "CLASS": ast.NodeKind.CLASS}[
-            head.type
-        ]
+        kind = _NODE_KINDS[head.type]
         name = str(head)[len(kind.value) :]
         arguments: tuple = ()
         children: tuple = ()
+        label: _Label | None = None
         for part in rest:
             if isinstance(part, _Arguments):
                 arguments = part.items
+            elif isinstance(part, _Label):
+                label = part
             else:
                 children = part
+        if label is not None and kind is ast.NodeKind.INSTANCE:
+            raise ProgramError(
+                [
+                    Diagnostic(
+                        f"'{head}' names an instance already and cannot take a label",
+                        label.clause,
+                        self.source.line(label.clause.line),
+                        hint=f"a label names a fresh instance: '{name} as {label.name}' or '*Class as {label.name}'",
+                    )
+                ]
+            )
         seen: dict[str, ast.Argument] = {}
         for argument in arguments:
             if argument.name in seen:
@@ -198,7 +215,12 @@ class _ToAst:
                     ]
                 )
             seen[argument.name] = argument
-        return ast.Node(kind, name, arguments, children, span=self._span(meta))
+        if label is None:
+            return ast.Node(kind, name, arguments, children, span=self._span(meta))
+        return ast.Node(kind, name, arguments, children, label=label.name, span=self._span(meta), label_span=label.span)
+
+    def label(self, meta, parts):
+        return _Label(str(parts[0]), self._span(parts[0]), self._span(meta))
 
     def children(self, meta, chains):
         return tuple(chains)
@@ -289,6 +311,14 @@ class _ToAst:
 @attrs.frozen
 class _Arguments:
     items: tuple
+
+
+@attrs.frozen
+class _Label:
+    name: str
+    #: The name; ``clause``: ``as NAME``.
+    span: ast.Span
+    clause: ast.Span
 
 
 def parse(

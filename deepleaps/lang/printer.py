@@ -76,10 +76,12 @@ _INLINE = _Inline()
 
 
 def head(node: ast.Node) -> str:
-    """The node reference and its arguments, without children: ``$G[repeat=2]``."""
+    """The node reference, its arguments and its label, without children: ``*G[repeat=2] as G``."""
     text = node.kind.value + node.name
     if node.arguments:
         text += "[" + ", ".join(_INLINE.visit(argument) for argument in node.arguments) + "]"
+    if node.label is not None:
+        text += " as " + node.label
     return text
 
 

@@ -53,6 +53,8 @@ def _converter(spans: bool) -> cattrs.Converter:
         omitted: dict[str, typing.Any] = {"comments": override(omit=True)} if cls is ast.Program else {}
         if not spans:
             omitted["span"] = override(omit=True)
+            if cls is ast.Node:
+                omitted["label_span"] = override(omit=True)
         return make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **omitted)
 
     # A factory runs on first use, so every class hook sees the union hook below.

@@ -35,10 +35,13 @@ _TERMINAL_WORDS = {
     "LPAR": "'('",
     "LSQB": "'['",
     "LBRACE": "'{'",
+    "AS": "'as'",
     "NAME": "an argument name",
     "_NL": "a new line",
     "$END": "the end of the program",
 }
+
+_LABEL_MISSING = "'as' must be followed by a label, a name as in *Class as NAME"
 
 
 def clip(text: str, limit: int = 20) -> str:
@@ -78,6 +81,8 @@ def describe(error: UnexpectedInput, text: str, position: Positions, state: Pars
 
     if state.open_brackets or last is None or last.type == "_NL":
         expected.discard("_NL")  # the lexer always accepts one; here it could not end a statement
+    if state.head is not None and state.head.type == "INSTANCE":
+        expected.discard("AS")  # the grammar takes a label on $NAME only to refuse it by name
     _drop_impossible_closers(expected, state)
     malformed = _malformed_number(text, last, line, column)
     if malformed is not None:
@@ -96,6 +101,8 @@ def describe(error: UnexpectedInput, text: str, position: Positions, state: Pars
         return position.diagnostic("unterminated string", line, column, hint="close it with '\"' on the same line")
     if last is not None and last.type == "_ARROW" and _NODE_TERMINALS & expected:
         return position.diagnostic("'->' must be followed by a node ($NAME, NAME or *Class)", line, column)
+    if last is not None and last.type == "AS":
+        return position.diagnostic(_LABEL_MISSING, line, column)
     if unexpected is not None and unexpected.type in CLOSERS and not _is_open(state, unexpected.type):
         return position.diagnostic(
             f"unexpected '{unexpected}': there is no '{OPENERS[CLOSERS[unexpected.type]]}' to close",
@@ -136,6 +143,8 @@ def _unexpected_end(text: str, expected: set, last: Token | None, state: ParseSt
     if last is not None and last.type == "_ARROW":
         assert last.line is not None and last.column is not None
         return position.diagnostic("'->' with nothing after it: expected a node", last.line, last.column, 2, hint)
+    if last is not None and last.type == "AS":
+        return position.diagnostic(_LABEL_MISSING, line, column, 1, hint)
     return position.diagnostic(f"unexpected end of input; expected {_expected_words(expected)}", line, column, 1, hint)
 
 
