@@ -117,8 +117,9 @@ class Plan:
 
     def without(self, *names: str) -> Plan:
         """Take each of ``names`` and everything below it out, in turn, joining each
-        one's predecessors to its successors. Linear in the size of the plan, however
-        many nodes go (the unreachable pass removes many at once)."""
+        one's predecessors to its successors. Linear in what goes and the graphs above
+        it (and a copy of the plan's mapping), however many nodes go (the unreachable
+        pass removes many at once)."""
         nodes = dict(self.nodes)
         gone: set[str] = set()
         graphs: dict[str, _Joiner] = {}  # parents that lose children, by name
@@ -139,9 +140,10 @@ class Plan:
         for parent, joiner in graphs.items():
             if parent not in gone:
                 nodes[parent] = attrs.evolve(nodes[parent], children=tuple(joiner.children), edges=tuple(joiner.edges))
-        for graph in list(nodes.values()):
+        for graph_name in _ancestors(self, names):
             # The parents' schedules, and those of graphs they were inlined into, name the removed nodes.
-            if graph.kind.has_children and gone & {*graph.prologue, *(graph.schedule or ()), *graph.inlined_from}:
+            graph = nodes.get(graph_name)
+            if graph is not None and gone & {*graph.prologue, *(graph.schedule or ()), *graph.inlined_from}:
                 nodes[graph.name] = attrs.evolve(
                     graph,
                     prologue=tuple(c for c in graph.prologue if c not in gone),
@@ -170,6 +172,17 @@ class Plan:
         schedule, or (in an unoptimised plan) the topological order."""
         node = self.nodes[graph]
         return node.schedule if node.schedule is not None else topological_order(node)
+
+
+def _ancestors(plan: Plan, names: tuple[str, ...]) -> dict[str, None]:
+    """The graphs above ``names`` (those that can schedule them), each once, in no set order."""
+    above: dict[str, None] = {}
+    for name in names:
+        parent = plan.nodes[name].parent
+        while parent is not None and parent not in above:
+            above[parent] = None
+            parent = plan.nodes[parent].parent
+    return above
 
 
 class _Joiner:

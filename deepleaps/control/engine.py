@@ -481,7 +481,6 @@ class Controller:
         for operation in script.operations:
             if isinstance(operation, editscript.AddNode):
                 self.added_by[operation.name] = patch_id
-        self.write_monitor()
         return Reply(True, verb, "applied", self.version, patch_id, tuple(script.summary()), data, point)
 
     def act(self, verb: str, text: str, node: PlanNode, effect: Callable[[], str], data: Any = None) -> Reply:
