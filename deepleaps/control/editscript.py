@@ -180,6 +180,7 @@ def diff(old: Plan, new: Plan, base_version: int | None = None, among: Iterable[
     moved = {name for name in differ if name in old.nodes and name in new.nodes and old[name].parent != new[name].parent}
     # A moved node takes what is below it along: all of it is removed and added again.
     moved |= {below.name for name in moved for below in old.walk(name)} & new.nodes.keys()
+    differ |= moved
     removed = {name for name in differ if name not in new.nodes} | moved
     added = {name for name in differ if name not in old.nodes} | moved
     operations: list[Operation] = []

@@ -29,9 +29,10 @@ from typing import Any
 
 import attrs
 
-from deepleaps.compiler import Plan, PlanNode, Registry, compile_plan
+from deepleaps.compiler import Compiled, Plan, PlanNode, Registry
 from deepleaps.compiler.arguments import check_node
-from deepleaps.compiler.check import check_plan
+from deepleaps.compiler.check import Problems, check_plan
+from deepleaps.compiler.incremental import check_change, compile_change
 from deepleaps.control import editscript
 from deepleaps.control.journal import Journal
 from deepleaps.lang import ProgramError
@@ -193,16 +194,11 @@ def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceTe
     Raises:
         ProgramError: every problem found.
     """
-    problems: list[Diagnostic] = []
-
-    def fail(message, span=None, hint=None):
-        problems.append(error(message, span, sources.get(span.file) if span else None, hint=hint))
-
-    check_plan(plan, fail, {})
+    problems = Problems(sources)
+    check_plan(plan, problems.fail, {})
     for node in plan.nodes.values():
-        check_node(node, registry, fail)
-    if problems:
-        raise ProgramError(problems)
+        check_node(node, registry, problems.fail)
+    problems.raise_any()
 
 
 def restore_program(saved: Mapping[str, Any], registry: Registry, overrides: Sequence[Override] = ()) -> Plan:
@@ -458,15 +454,17 @@ class Controller:
         """
         before = self.source
         after = editscript.apply(before, script)
-        if not editscript.diff(before, after):
+        changed = editscript.changed(before, script)
+        if not editscript.diff(before, after, among=changed):
             return Reply(True, verb, "no change", version=self.version, point=self.point(node))
-        self.check(after)
-        plan = compile_plan(after).plan
-        built = self.interpreter.build(plan, rebuild=script.touched())
+        check_change(before, after, changed, self.registry, self.sources)
+        compiled = compile_change(Compiled(before, self.interpreter.plan), after, changed)
+        plan = compiled.plan
+        built = self.interpreter.build(plan, rebuild=script.touched(), changed=compiled.changed)
         point = self.point(node)
         data = editscript.script_to_data(script)
         patch_id = self._journal(verb, text, point, self.version + 1, diff=data)
-        self.interpreter.install_built(plan, built)
+        self.interpreter.install_built(plan, built, changed=compiled.changed)
         self.source = after
         # A failed node waits for its removal only while it is in the program: a change that
         # took it out (a replayed removal among them) settles it, and a node of that name

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deepleaps.compiler import PlanNode, resolve
+from deepleaps.compiler import PlanNode, resolve_change
 from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript
@@ -45,13 +45,15 @@ def _edited(controller: Controller, text: str, verb: str):
     """A whole edited program (APPLY, DIFF), its anonymous nodes matched to the running ones."""
     program = parse(text, f"<{verb}>")
     named = {node.name for node in walk(program) if isinstance(node, ast.Node) and node.kind is ast.NodeKind.INSTANCE}
-    return match_identities(controller.source, _resolve(controller, text, verb, base=False, program=program), named)
+    return match_identities(controller.source, _resolve(controller, text, verb, base=False, program=program)[0], named)
 
 
 def _resolve(controller: Controller, text: str, verb: str, *, base: bool, program: ast.Program | None = None):
+    """The program ``text`` resolved (on top of the running one if ``base``), and the names
+    of the nodes it made or named (with ``base``, the only ones that may differ)."""
     name = f"<{verb}>"
     program = program if program is not None else parse(text, name)
-    return resolve(
+    return resolve_change(
         [program],
         controller.definitions,
         registry=controller.registry,
@@ -65,8 +67,8 @@ def _resolve(controller: Controller, text: str, verb: str, *, base: bool, progra
 
 def add(controller: Controller, payload: str, node: PlanNode, verb: str = "ADD") -> Reply:
     """``ADD $root( *PrintCommand[content="hi"] )``: extend the running program."""
-    new = _resolve(controller, payload, verb, base=True)
-    return controller.commit(verb, payload, editscript.diff(controller.source, new, controller.version), node)
+    new, among = _resolve(controller, payload, verb, base=True)
+    return controller.commit(verb, payload, editscript.diff(controller.source, new, controller.version, among), node)
 
 
 def default(controller: Controller, payload: str, node: PlanNode) -> Reply:
@@ -100,14 +102,18 @@ def remove(controller: Controller, payload: str, node: PlanNode) -> Reply:
     if not names:
         raise ProgramError([Diagnostic("REMOVE needs the names of the nodes to remove")])
     plan = controller.source
+    among: set[str] = set()
     for name in names:
         if name not in plan:
             hint = did_you_mean(name, plan.nodes)
             raise ProgramError([Diagnostic(f"there is no node '{name}' to remove", hint=hint)])
         if name == plan.root:
             raise ProgramError([Diagnostic("the root graph cannot be removed")])
+        among.update(below.name for below in plan.walk(name))
+        among.add(plan[name].parent)  # type: ignore[arg-type]
         plan = plan.without(name)
-    return controller.commit("REMOVE", payload, editscript.diff(controller.source, plan, controller.version), node)
+    script = editscript.diff(controller.source, plan, controller.version, among)
+    return controller.commit("REMOVE", payload, script, node)
 
 
 def patch(controller: Controller, payload: str, node: PlanNode) -> Reply:
@@ -176,8 +182,8 @@ def set_value(controller: Controller, payload: str, node: PlanNode) -> Reply:
     if deeper:
         raise ProgramError([Diagnostic(f"SET {target}: a node argument is NODE.argument")])
     text = f"${head}[{key}={value_text}]"
-    new = _resolve(controller, text, "SET", base=True)
-    return controller.commit("SET", payload, editscript.diff(controller.source, new, controller.version), node)
+    new, among = _resolve(controller, text, "SET", base=True)
+    return controller.commit("SET", payload, editscript.diff(controller.source, new, controller.version, among), node)
 
 
 def _set_optimizer(container, path: str, value: Any, text: str) -> Callable[[], str]:
