@@ -159,8 +159,12 @@ def _region(running: Compiled, source: Plan, changed: set[str]) -> str | None:
     starts = set()
     for name in changed:
         node = source.nodes.get(name)
-        if node is not None:  # a node that went is named with its parent, which changed
-            starts.add(node.parent if node.parent is not None else name)
+        if node is None:  # a node that went is named with its parent, which changed
+            continue
+        old = running.source.nodes.get(name)
+        # A node's own options decide its place in its parent; what is below it, only its own.
+        keeps_place = old is not None and _options(old) == _options(node)
+        starts.add(name if keeps_place or node.parent is None else node.parent)
     if not starts:
         return None
     top: str | None = _common_ancestor(source, starts)
