@@ -103,9 +103,10 @@ def changes(draw, plan: Plan) -> tuple[Plan, set[str]] | None:
     return editscript.apply(plan, [operation]), {name}
 
 
-def refusal(check) -> list[str] | None:
+def refusal(check, *arguments) -> list[str] | None:
+    """The messages of the diagnostics ``check(*arguments)`` raises, or None if it passes."""
     try:
-        check()
+        check(*arguments)
     except ProgramError as problem:
         return sorted(diagnostic.message for diagnostic in problem.diagnostics)
     return None
@@ -128,8 +129,8 @@ def test_each_stage_of_a_change_gives_what_the_whole_program_path_gives(data):
         if not editscript.diff(running.source, after, among=changed):
             assert not editscript.diff(running.source, after)
             continue
-        full = refusal(lambda: check_program(after, REGISTRY, {}))
-        assert refusal(lambda: check_change(running.source, after, changed, REGISTRY, {})) == full
+        full = refusal(check_program, after, REGISTRY, {})
+        assert refusal(check_change, running.source, after, changed, REGISTRY, {}) == full
         if full is not None:
             continue
         whole = compile_plan(after)
@@ -152,7 +153,7 @@ def test_a_change_below_a_loader_is_compiled_in_its_region_only():
     running = compile_source(
         "$root( *IterateCommand[data=[1, 2]]( *PrintCommand -> *Graph( *PrintCommand ) ) -> *Graph( *PrintCommand ) )"
     )
-    new, among = resolved(running.source, "$IterateCommand( *PrintCommand[content=\"hi\"] )")
+    new, among = resolved(running.source, '$IterateCommand( *PrintCommand[content="hi"] )')
     script = editscript.diff(running.source, new, 1, among)
     compiled = compile_change(running, new, editscript.changed(running.source, script))
     assert compiled.plan == compile_plan(new).plan
@@ -162,7 +163,7 @@ def test_a_change_below_a_loader_is_compiled_in_its_region_only():
 
 def test_a_change_at_the_root_is_compiled_whole():
     running = compile_source("$root( *PrintCommand -> *PrintCommand )")
-    new, among = resolved(running.source, "*PrintCommand")
+    new, _ = resolved(running.source, "*PrintCommand")
     compiled = compile_change(running, new, editscript.changed(running.source, editscript.diff(running.source, new)))
     assert compiled.changed is None
     assert compiled.plan == compile_plan(new).plan

@@ -15,7 +15,6 @@ the plan :func:`~deepleaps.compiler.compile.compile_plan` makes.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -23,45 +22,12 @@ import attrs
 from deepleaps.compiler.arguments import check_node
 from deepleaps.compiler.check import Problems, check_plan
 from deepleaps.compiler.compile import Compiled, compile_plan
+from deepleaps.compiler.facts import Watchers, facts
 from deepleaps.compiler.passes import optimise
 from deepleaps.compiler.passes.flatten import GRAPH_COMMAND
 from deepleaps.compiler.plan import OnError, Plan, PlanNode
 from deepleaps.compiler.registry import Registry
 from deepleaps.lang.diagnostics import SourceText
-
-#: target name -> the names of the nodes whose ``run_cycle`` watches it
-Watchers = Mapping[str, frozenset[str]]
-
-#: The watchers of source plans alive, by ``id``: each derived from its predecessor's in
-#: time proportional to the change, rather than by a walk over every node.
-_WATCHERS: dict[int, tuple[weakref.ref[Plan], dict[str, frozenset[str]]]] = {}
-
-
-def watchers(plan: Plan, before: Plan | None = None, changed: Iterable[str] = ()) -> Watchers:
-    """Who watches whom in ``plan``; from ``before``'s, when known, and the ``changed`` names
-    (those in which the two plans differ)."""
-    known = _WATCHERS.get(id(plan))
-    if known is not None and known[0]() is plan:
-        return known[1]
-    previous = _WATCHERS.get(id(before)) if before is not None else None
-    if previous is not None and before is not None and previous[0]() is before:
-        index = dict(previous[1])
-        for name in changed:
-            for version, sign in ((before.nodes.get(name), -1), (plan.nodes.get(name), 1)):
-                if version is not None and version.run_cycle is not None:
-                    target = version.run_cycle.node
-                    names = index.get(target, frozenset())
-                    index[target] = names | {name} if sign > 0 else names - {name}
-        index = {target: names for target, names in index.items() if names}
-    else:
-        found: dict[str, set[str]] = {}
-        for node in plan.nodes.values():
-            if node.run_cycle is not None:
-                found.setdefault(node.run_cycle.node, set()).add(node.name)
-        index = {target: frozenset(names) for target, names in found.items()}
-    key = id(plan)
-    _WATCHERS[key] = (weakref.ref(plan, lambda _: _WATCHERS.pop(key, None)), index)
-    return index
 
 
 def check_change(
@@ -77,7 +43,7 @@ def check_change(
     """
     changed = set(changed)
     problems = Problems(sources)
-    index = watchers(after, before, changed)
+    index = facts(after, before, changed).watchers
     names = {name for name in changed if name in after.nodes}
     for name in changed:
         if name not in after.nodes or (name in before.nodes and before[name].kind is not after[name].kind):
@@ -100,11 +66,11 @@ def compile_change(running: Compiled, source: Plan, changed: Iterable[str]) -> C
         return compile_plan(source)
     region = [node.name for node in source.walk(top)]
     old_region = [node.name for node in running.plan.walk(top)]
-    if not _closed(source, region, changed, watchers(source, running.source, changed)):
+    if not _closed(source, region, changed, facts(source, running.source, changed).watchers):
         return compile_plan(source)
     alone = Plan({name: source[name] for name in region} | {top: attrs.evolve(source[top], parent=None)}, top)
     optimised, log, warnings = optimise(alone)
-    nodes = dict(running.plan.nodes)
+    nodes = running.plan.node_dict()
     for name in old_region:
         del nodes[name]
     nodes.update(optimised.nodes)

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from deepleaps.compiler.arguments import OPTION_KEYS, OptionError, argument_problem, missing_arguments, option_value
+from deepleaps.compiler.facts import taken_below
 from deepleaps.compiler.plan import Kind, OnError, Plan, PlanNode
 from deepleaps.compiler.registry import CommandSpec, Registry
 from deepleaps.lang import ast
@@ -85,7 +86,7 @@ class Resolver:
             self._statement(chain)
 
     def plan(self) -> Plan:
-        nodes = dict(self.base.nodes) if self.base is not None else {}
+        nodes = self.base.node_dict() if self.base is not None else {}
         for draft in self.drafts.values():
             spec, options = draft.spec, draft.options
             nodes[draft.name] = PlanNode(
@@ -222,6 +223,8 @@ class Resolver:
         if not self._exists(base):
             return base
         index = self._fresh_from.get(base, 1)
+        if self.base is not None:
+            index = max(index, taken_below(self.base, base))
         while self._exists(f"{base}_{index}"):
             index += 1
         self._fresh_from[base] = index  # the caller may still fail to create it

@@ -177,7 +177,9 @@ def diff(old: Plan, new: Plan, base_version: int | None = None, among: Iterable[
     names = old.nodes.keys() | new.nodes.keys() if among is None else set(among)
     differ = {name for name in names if old.nodes.get(name) is not new.nodes.get(name)}
     order = _Order(in_tree_order=among is not None)
-    moved = {name for name in differ if name in old.nodes and name in new.nodes and old[name].parent != new[name].parent}
+    moved = {
+        name for name in differ if name in old.nodes and name in new.nodes and old[name].parent != new[name].parent
+    }
     # A moved node takes what is below it along: all of it is removed and added again.
     moved |= {below.name for name in moved for below in old.walk(name)} & new.nodes.keys()
     differ |= moved
@@ -317,7 +319,7 @@ def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
     """
     if isinstance(operations, EditScript):
         operations = operations.operations
-    nodes = dict(plan.nodes)
+    nodes = plan.node_dict()
 
     def need(name: str) -> PlanNode:
         if name not in nodes:

@@ -233,9 +233,7 @@ class Interpreter:
                 built[name] = self._build(node)
         return built
 
-    def install_built(
-        self, plan: Plan, built: Mapping[str, Command], changed: Iterable[str] | None = None
-    ) -> None:
+    def install_built(self, plan: Plan, built: Mapping[str, Command], changed: Iterable[str] | None = None) -> None:
         """Swap in ``plan`` with the commands :meth:`build` made for it; cannot fail.
         ``changed`` as for :meth:`build` (with the names :meth:`build` was given)."""
         names = list(self.states) if changed is None else {*changed, *built}
