@@ -25,7 +25,7 @@ from deepleaps.compiler.compile import Compiled, compile_plan
 from deepleaps.compiler.facts import Watchers, facts
 from deepleaps.compiler.passes import optimise
 from deepleaps.compiler.passes.flatten import GRAPH_COMMAND
-from deepleaps.compiler.plan import OnError, Plan, PlanNode
+from deepleaps.compiler.plan import OnError, Plan, PlanNode, owned
 from deepleaps.compiler.registry import Registry
 from deepleaps.lang.diagnostics import SourceText
 
@@ -78,7 +78,7 @@ def compile_change(running: Compiled, source: Plan, changed: Iterable[str]) -> C
     nodes[top] = attrs.evolve(optimised[top], parent=source[top].parent, run_cycle=running.plan[top].run_cycle)
     touched = {*old_region, *region}
     kept = tuple(warning for warning in running.plan.warnings if _warned_about(warning) not in touched)
-    plan = Plan(nodes, running.plan.root, warnings=(*kept, *warnings))
+    plan = Plan(owned(nodes), running.plan.root, warnings=(*kept, *warnings))
     return Compiled(source, plan, tuple(log), plan.warnings, changed=frozenset(touched))
 
 

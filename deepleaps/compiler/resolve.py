@@ -18,7 +18,7 @@ import attrs
 
 from deepleaps.compiler.arguments import OPTION_KEYS, OptionError, argument_problem, missing_arguments, option_value
 from deepleaps.compiler.facts import taken_below
-from deepleaps.compiler.plan import Kind, OnError, Plan, PlanNode
+from deepleaps.compiler.plan import Kind, OnError, Plan, PlanNode, owned
 from deepleaps.compiler.registry import CommandSpec, Registry
 from deepleaps.lang import ast
 from deepleaps.lang.ast import Span, python_value
@@ -103,7 +103,7 @@ class Resolver:
                 edges=tuple(draft.edges),
                 span=draft.span,
             )
-        return Plan(nodes, ROOT)
+        return Plan(owned(nodes), ROOT)
 
     def _default_on_error(self, name: str) -> OnError:
         """A broken addition to a running training removes itself rather than stop it;

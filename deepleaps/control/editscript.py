@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from deepleaps.compiler.arguments import OPTION_KEYS, OptionError, option_value
-from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode
+from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode, owned
 from deepleaps.lang import ast
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 from deepleaps.lang.printer import inline
@@ -215,7 +215,10 @@ def diff(old: Plan, new: Plan, base_version: int | None = None, among: Iterable[
         for source, target in new[name].edges:
             if (source, target) not in kept.get(name, ()):
                 operations.append(AddEdge(name, source, target))
-    result = apply(old, operations)
+    # Only the nodes that differ are named by the operations (a whole diff: all of them).
+    result = apply(
+        old if among is None else Plan(owned({n: old[n] for n in differ if n in old.nodes}), old.root), operations
+    )
     for name in order.of(new, differ):
         graph = new[name]
         if graph.kind.has_children and result[name].children != graph.children:
@@ -386,7 +389,7 @@ def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
             nodes[graph.name] = attrs.evolve(graph, children=operation.children)
         else:
             raise ScriptError(f"unknown operation {operation!r}")
-    return Plan(nodes, plan.root)
+    return Plan(owned(nodes), plan.root)
 
 
 def _kind(name: str) -> Kind:
