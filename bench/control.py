@@ -36,7 +36,9 @@ again, ADD and REMOVE only, once per size N, with the program padded by a graph
 ``REPORT`` of N ``PrintCommand`` nodes after the training, which never runs
 while it trains: ADD + REMOVE p50 and p99 per size, and the ratio of the p50 at
 the largest size to that at the smallest (target ≤ 2: a patch costs in
-proportion to what it changes, not to the program).
+proportion to what it changes, not to the program). The sizes are run one
+after the other in each of ``--size-rounds`` rounds, ``--patches`` split
+between the rounds, so that a change in the machine's load falls on all.
 
 Idle cost: the same training, one epoch of ``--steps`` timed batches, run
 in this process in four variants, interleaved round by round (the order
@@ -568,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="latency only: one run per N, the program padded with a graph of N nodes that never runs",
     )
+    parser.add_argument("--size-rounds", type=int, default=3, help="with --sizes: rounds over the sizes")
     parser.add_argument("--profile", action="store_true", help="profile the server variant and exit")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--pad", type=int, default=0, help=argparse.SUPPRESS)
@@ -583,9 +586,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"start: {machine()}", file=sys.stderr, flush=True)
     if args.sizes:
         places = [where for where in args.latency_in if Path(where).is_dir()]
-        sized = [measure_latency(args.patches, 0, where, pad) for where in places for pad in args.sizes]
+        sized: dict[tuple[str, int], dict] = {}
+        for number in range(args.size_rounds):  # sizes side by side in each round, against the load's drift
+            for where in places:
+                for pad in args.sizes:
+                    result = measure_latency(args.patches // args.size_rounds, 0, where, pad)
+                    merged = sized.setdefault((where, pad), result | {"rows": {"ADD + REMOVE": []}})
+                    merged["rows"]["ADD + REMOVE"] += result["rows"]["ADD + REMOVE"]
+            print(f"sizes round {number + 1}/{args.size_rounds} done", file=sys.stderr, flush=True)
         print(f"\n{machine()}; torch threads 1; {time.monotonic() - started:.0f} s")
-        report_sizes(sized)
+        report_sizes(list(sized.values()))
         return 0
     latency = None
     if args.only != "idle":
