@@ -31,6 +31,15 @@ the temporary directory (on a disk, the journal's fsync is part of every
 journaled change) and in ``/dev/shm`` (tmpfs: fsync costs nothing), which
 separates the journal's share from the rest.
 
+Growth with the size of the program (``--sizes 10 1000 10000``): the latency run
+again, ADD and REMOVE only, once per size N, with the program padded by a graph
+``REPORT`` of N ``PrintCommand`` nodes after the training, which never runs
+while it trains: ADD + REMOVE p50 and p99 per size, and the ratio of the p50 at
+the largest size to that at the smallest (target ≤ 2: a patch costs in
+proportion to what it changes, not to the program). The sizes are run one
+after the other in each of ``--size-rounds`` rounds, ``--patches`` split
+between the rounds, so that a change in the machine's load falls on all.
+
 Idle cost: the same training, one epoch of ``--steps`` timed batches, run
 in this process in four variants, interleaved round by round (the order
 rotates each round):
@@ -59,6 +68,7 @@ Usage::
     python bench/control.py --only idle          # or: --only latency
     python bench/control.py --only idle --variants bare,server --rounds 30 --steps 1000
     python bench/control.py --profile            # cProfile of the server variant
+    python bench/control.py --sizes 10 1000 10000 --latency-in /dev/shm
 """
 
 from __future__ import annotations
@@ -95,6 +105,8 @@ WORKER_BATCHES = 256
 TARGET = 1.01
 #: Target of the median step during a back-to-back burst of patches over the idle step.
 BURST_TARGET = 1.25
+#: Target of the growth of ADD + REMOVE latency from the smallest to the largest program of ``--sizes``.
+SIZE_TARGET = 2.0
 
 PROGRAM = """\
 DEFAULT:
@@ -111,6 +123,7 @@ DEFINE:
     args: {{method: train_step}}
 """
 
+TRAINING = "$root( $EPOCHS( $LOADER( $STEP ) ) )"
 ADD = 'ADD $LOADER( *PrintCommand[content="x", run_cycle="LOADER.step:1000000"] )'
 
 
@@ -158,22 +171,33 @@ def current_data() -> Batches:
     return _CURRENT["data"]
 
 
-_COMPILED: dict[int, object] = {}
+_COMPILED: dict[tuple[int, int], object] = {}
 
 
-def compiled(epochs: int):
-    if epochs not in _COMPILED:
+def program_text(epochs: int, pad: int = 0) -> str:
+    """The training program; with ``pad``, followed by a graph ``REPORT`` of that many
+    ``PrintCommand`` nodes, which never runs while the training does."""
+    text = PROGRAM.format(epochs=epochs)
+    if not pad:
+        return text
+    spare = ", ".join(f'*PrintCommand[content="r{index}"]' for index in range(pad))
+    text = text.replace(TRAINING, f"{TRAINING[:-2]} -> $REPORT( {spare} ) )")
+    return text + "  REPORT:\n    command: Graph\n"
+
+
+def compiled(epochs: int, pad: int = 0):
+    if (epochs, pad) not in _COMPILED:
         import deepleaps.runtime.commands
         import deepleaps.train.commands  # noqa: F401 - registers the training commands
         from deepleaps.compiler import compile_file
         from deepleaps.lang.programfile import load_program_file
 
-        program = load_program_file("control.yaml", PROGRAM.format(epochs=epochs))
-        _COMPILED[epochs] = compile_file(program, roots=(Path.cwd(),))
-    return _COMPILED[epochs]
+        program = load_program_file("control.yaml", program_text(epochs, pad))
+        _COMPILED[epochs, pad] = compile_file(program, roots=(Path.cwd(),))
+    return _COMPILED[epochs, pad]
 
 
-def build_training(data: Batches, epochs: int, run_dir: Path | None):
+def build_training(data: Batches, epochs: int, run_dir: Path | None, pad: int = 0):
     """Container and interpreter for one run over ``data`` (``epochs`` -1: until stopped)."""
     from deepleaps.runtime import Interpreter
     from deepleaps.train.container import TrainerContainer
@@ -192,12 +216,12 @@ def build_training(data: Batches, epochs: int, run_dir: Path | None):
     variables = {"main": container}
     if run_dir is not None:
         variables["base"] = str(run_dir)
-    interpreter = Interpreter(compiled(epochs).plan, variables=variables)
+    interpreter = Interpreter(compiled(epochs, pad).plan, variables=variables)
     interpreter.context.container = container
     return container, interpreter
 
 
-def attach_control(interpreter, epochs: int, run_dir: Path, workspace: Path, serve: bool):
+def attach_control(interpreter, epochs: int, run_dir: Path, workspace: Path, serve: bool, pad: int = 0):
     """The patch engine as ``App`` builds it (journal, monitor file) and, if ``serve``, its server."""
     from deepleaps.compiler import REGISTRY
     from deepleaps.control.engine import Controller
@@ -207,7 +231,7 @@ def attach_control(interpreter, epochs: int, run_dir: Path, workspace: Path, ser
     run_dir.mkdir(parents=True, exist_ok=True)
     controller = Controller(
         interpreter,
-        compiled(epochs).source,  # what patches are diffed against
+        compiled(epochs, pad).source,  # what patches are diffed against
         registry=REGISTRY,
         roots=(Path.cwd(),),
         run_dir=run_dir,
@@ -234,14 +258,14 @@ def percentile(values: list[float], fraction: float) -> float:
 # ---- (a) latency: the worker process -------------------------------------------------------
 
 
-def worker(workspace: Path) -> int:
+def worker(workspace: Path, pad: int = 0) -> int:
     """Train until STOP with the control server on; write the batch stamps to ``stamps.json``."""
     torch.set_num_threads(1)
     logging.getLogger("deepleaps").setLevel(logging.ERROR)
     data = Batches(WORKER_BATCHES)
     run_dir = workspace / "run"
-    _, interpreter = build_training(data, -1, run_dir)
-    controller, server = attach_control(interpreter, -1, run_dir, workspace, serve=True)
+    _, interpreter = build_training(data, -1, run_dir, pad)
+    controller, server = attach_control(interpreter, -1, run_dir, workspace, serve=True, pad=pad)
     try:
         interpreter.run()
     finally:
@@ -251,19 +275,20 @@ def worker(workspace: Path) -> int:
     return 0
 
 
-def measure_latency(patches: int, others: int, where: str) -> dict:
-    """Latency rows with the worker's workspace and run directory (and so its journal) under ``where``."""
+def measure_latency(patches: int, others: int, where: str, pad: int = 0) -> dict:
+    """Latency rows with the worker's workspace and run directory (and so its journal) under
+    ``where``; the program padded with ``pad`` nodes (see :func:`program_text`)."""
     from deepleaps.control.client import Client
 
     with tempfile.TemporaryDirectory(prefix="deepleaps-control-", dir=where) as directory:
         workspace = Path(directory)
         filesystem = filesystem_of(workspace)
         process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(workspace)],
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(workspace), "--pad", str(pad)],
             stdout=subprocess.DEVNULL,
         )
         info = workspace / ".deepleaps" / "control.json"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not info.is_file() or not info.read_text():
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the training worker did not start its control server")
@@ -308,7 +333,7 @@ def measure_latency(patches: int, others: int, where: str) -> dict:
         "patched": [b - a for a, b in itertools.pairwise(stamps) if marks["patches"] <= a and b <= marks["end"]],
     }
     where = f"{where} ({filesystem})"
-    return {"rows": rows, "steps": steps, "journal": len(journal), "where": where}
+    return {"rows": rows, "steps": steps, "journal": len(journal), "where": where, "pad": pad}
 
 
 def filesystem_of(path: Path) -> str:
@@ -470,6 +495,27 @@ def report_latency(results: list[dict]) -> None:
         )
 
 
+def report_sizes(results: list[dict]) -> None:
+    """ADD + REMOVE latency by size of the program, and how much it grows from the smallest to the largest."""
+    print("\n### ADD + REMOVE by size of the program (ms)\n")
+    print("| run directory (journal) | padding nodes | n | p50 | p99 |")
+    print("|---|---:|---:|---:|---:|")
+    for result in results:
+        ms = [value * 1e3 for value in result["rows"]["ADD + REMOVE"]]
+        print(
+            f"| {result['where']} | {result['pad']:,} | {len(ms)} | {percentile(ms, 0.5):.2f} | "
+            f"{percentile(ms, 0.99):.2f} |"
+        )
+    for where in dict.fromkeys(result["where"] for result in results):
+        runs = sorted((r for r in results if r["where"] == where), key=lambda r: r["pad"])
+        small, large = (statistics.median(run["rows"]["ADD + REMOVE"]) for run in (runs[0], runs[-1]))
+        ratio = large / small
+        print(
+            f"\n{where}: p50 at {runs[-1]['pad']:,} padding nodes / at {runs[0]['pad']:,} = {ratio:.2f} "
+            f"(target ≤ {SIZE_TARGET}: {'met' if ratio <= SIZE_TARGET else 'NOT met'})"
+        )
+
+
 def report_idle(runs: dict[str, dict[str, list[float]]], hook: float) -> bool:
     def ratios(variant: str, key: str) -> list[float]:
         return [value / bare for value, bare in zip(runs[variant][key], runs["bare"][key], strict=True)]
@@ -523,11 +569,20 @@ def main(argv: list[str] | None = None) -> int:
         help="where the worker's run directory (and so its journal) goes, one latency run each "
         "(default: the temporary directory, then /dev/shm: tmpfs, where fsync costs nothing)",
     )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="latency only: one run per N, the program padded with a graph of N nodes that never runs",
+    )
+    parser.add_argument("--size-rounds", type=int, default=3, help="with --sizes: rounds over the sizes")
     parser.add_argument("--profile", action="store_true", help="profile the server variant and exit")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--pad", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        return worker(args.worker)
+        return worker(args.worker, args.pad)
     torch.set_num_threads(1)
     logging.getLogger("deepleaps").setLevel(logging.ERROR)
     if args.profile:
@@ -535,6 +590,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.monotonic()
     print(f"start: {machine()}", file=sys.stderr, flush=True)
+    if args.sizes:
+        places = [where for where in args.latency_in if Path(where).is_dir()]
+        sized: dict[tuple[str, int], dict] = {}
+        for number in range(args.size_rounds):  # sizes side by side in each round, against the load's drift
+            for where in places:
+                for pad in args.sizes:
+                    result = measure_latency(args.patches // args.size_rounds, 0, where, pad)
+                    merged = sized.setdefault((where, pad), result | {"rows": {"ADD + REMOVE": []}})
+                    merged["rows"]["ADD + REMOVE"] += result["rows"]["ADD + REMOVE"]
+            print(f"sizes round {number + 1}/{args.size_rounds} done", file=sys.stderr, flush=True)
+        print(f"\n{machine()}; torch threads 1; {time.monotonic() - started:.0f} s")
+        report_sizes(list(sized.values()))
+        return 0
     latency = None
     if args.only != "idle":
         places = [where for where in args.latency_in if Path(where).is_dir()]

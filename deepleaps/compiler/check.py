@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from deepleaps.compiler.plan import COUNTERS, Kind, Plan, PlanNode
 from deepleaps.lang.ast import Span
-from deepleaps.lang.diagnostics import Diagnostic, did_you_mean
+from deepleaps.lang.diagnostics import Diagnostic, ProgramError, SourceText, did_you_mean, error
 
 Fail = Callable[..., None]
 
@@ -36,8 +36,15 @@ def find_cycle(node: PlanNode) -> list[str] | None:
     return None
 
 
-def check_plan(plan: Plan, fail: Fail, edge_spans: dict[tuple[str, str, str], Span | None]) -> None:
-    for node in plan.nodes.values():
+def check_plan(
+    plan: Plan,
+    fail: Fail,
+    edge_spans: dict[tuple[str, str, str], Span | None],
+    names: Iterable[str] | None = None,
+) -> None:
+    """``->`` cycles and ``run_cycle`` targets of the nodes ``names`` (default: all)."""
+    nodes = plan.nodes.values() if names is None else [plan.nodes[name] for name in names if name in plan.nodes]
+    for node in nodes:
         if node.kind.has_children:
             cycle = find_cycle(node)
             if cycle is not None:
@@ -65,6 +72,24 @@ def _check_cycle(plan: Plan, node: PlanNode, fail: Fail) -> None:
         )
     elif cycle.counter == "epoch" and target.kind is not Kind.LOADER:
         fail(f"run_cycle of '{node.name}': '{cycle.node}' is not a loader and has no 'epoch' counter", node.span)
+
+
+class Problems:
+    """The problems a check finds, each rendered with its source: ``fail`` collects them,
+    ``raise_any`` raises them together."""
+
+    def __init__(self, sources: Mapping[str, SourceText]):
+        self.sources = sources
+        self.found: list[Diagnostic] = []
+
+    def fail(self, message: str, span: Span | None = None, hint: str | None = None) -> None:
+        self.found.append(error(message, span, self.sources.get(span.file) if span else None, hint=hint))
+
+    def raise_any(self) -> None:
+        """Raises:
+        ProgramError: every problem found, if any."""
+        if self.found:
+            raise ProgramError(self.found)
 
 
 def diagnostics_of(problems: list[Diagnostic]) -> list[Diagnostic]:

@@ -32,6 +32,9 @@ class Compiled:
     plan: Plan
     log: tuple[PassLog, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: Compiled from a change (see :mod:`deepleaps.compiler.incremental`): the nodes of ``plan``
+    #: that may differ from the running plan's. None: any of them.
+    changed: frozenset[str] | None = None
 
 
 @contextlib.contextmanager
@@ -65,6 +68,36 @@ def resolve(
     Raises:
         ProgramError: every problem found, in source order.
     """
+    return resolve_change(
+        programs,
+        definitions,
+        registry=registry,
+        sources=sources,
+        roots=roots,
+        base=base,
+        added_while_running=added_while_running,
+        known=known,
+    )[0]
+
+
+def resolve_change(
+    programs: Iterable[ast.Program],
+    definitions: Mapping[str, Definition] | None = None,
+    *,
+    registry: Registry | None = None,
+    sources: Mapping[str, SourceText] | None = None,
+    roots: Sequence[Path] = (),
+    base: Plan | None = None,
+    added_while_running: bool = False,
+    known: Mapping[str, PlanNode] | None = None,
+) -> tuple[Plan, frozenset[str]]:
+    """:func:`resolve`, and the names of the nodes the programs made or named: on top of
+    ``base``, the only ones that may differ from it. Only those are checked (the others
+    passed when ``base`` was made), so resolving a patch does not walk the program.
+
+    Raises:
+        ProgramError: every problem found, in source order.
+    """
     resolver = Resolver(
         registry or REGISTRY,
         definitions or {},
@@ -78,11 +111,12 @@ def resolve(
         for program in programs:
             resolver.add_program(program)
         plan = resolver.plan()
+        names = frozenset(resolver.drafts)
         if not resolver.problems:
-            check_plan(plan, resolver._fail, resolver.edge_spans)
+            check_plan(plan, resolver._fail, resolver.edge_spans, names if base is not None else None)
     if resolver.problems:
         raise ProgramError(diagnostics_of(resolver.problems))
-    return plan
+    return plan, names
 
 
 def compile_plan(source: Plan, disabled_passes: Iterable[str] = ()) -> Compiled:

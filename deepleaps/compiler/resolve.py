@@ -18,7 +18,8 @@ from typing import Any
 import attrs
 
 from deepleaps.compiler.arguments import OPTION_KEYS, OptionError, argument_problem, missing_arguments, option_value
-from deepleaps.compiler.plan import Kind, OnError, Plan, PlanNode
+from deepleaps.compiler.facts import taken_below
+from deepleaps.compiler.plan import Kind, OnError, Plan, PlanNode, owned
 from deepleaps.compiler.registry import CommandSpec, Registry
 from deepleaps.lang import ast
 from deepleaps.lang.ast import Span, python_value
@@ -72,8 +73,10 @@ class Resolver:
         self.roots = tuple(roots)
         self.added_while_running = added_while_running
         #: Nodes of the running program: named again, they keep their on_error default.
-        self.known = dict(known or {}) | (dict(base.nodes) if base is not None else {})
+        self.known = known or {}
+        self.base = base
         self.problems: list[Diagnostic] = []
+        #: The nodes this resolution made or named; the other nodes of ``base`` stay as they are.
         self.drafts: dict[str, _Draft] = {}
         self.edge_spans: dict[tuple[str, str, str], Span | None] = {}
         self._args_cache: dict[str, dict | None] = {}
@@ -83,9 +86,7 @@ class Resolver:
         #: written so far.
         self._labels: set[str] = set()
         self._written: set[str] = set()
-        if base is not None:
-            self._load_base(base)
-        else:
+        if base is None:
             root_spec = registry.get(ROOT_COMMAND)
             if root_spec is None:
                 raise LookupError(f"the '{ROOT_COMMAND}' command is not registered")
@@ -101,7 +102,7 @@ class Resolver:
             self._statement(chain)
 
     def plan(self) -> Plan:
-        nodes = {}
+        nodes = self.base.node_dict() if self.base is not None else {}
         for draft in self.drafts.values():
             spec, options = draft.spec, draft.options
             nodes[draft.name] = PlanNode(
@@ -118,25 +119,26 @@ class Resolver:
                 edges=tuple(draft.edges),
                 span=draft.span,
             )
-        return Plan(nodes, ROOT)
+        return Plan(owned(nodes), ROOT)
 
     def _default_on_error(self, name: str) -> OnError:
         """A broken addition to a running training removes itself rather than stop it;
         a node of the running program named again keeps what it had."""
-        if name in self.known:
-            return self.known[name].on_error
+        for known in (self.known, self.base.nodes if self.base is not None else {}):
+            if name in known:
+                return known[name].on_error
         return OnError.REMOVE if self.added_while_running else OnError.STOP
 
     # ---- statements and groups ---------------------------------------------
 
     def _statement(self, chain: ast.Chain) -> None:
         first = chain.nodes[0]
-        if len(chain.nodes) == 1 and first.kind is ast.NodeKind.INSTANCE and first.name in self.drafts:
-            draft = self.drafts[first.name]
+        draft = self._draft(first.name) if len(chain.nodes) == 1 and first.kind is ast.NodeKind.INSTANCE else None
+        if draft is not None:
             self._apply_inline(draft, first)
             self._children(draft, first)
         else:
-            self._group(self.drafts[ROOT], [chain])
+            self._group(self._root(), [chain])
 
     def _children(self, draft: _Draft, node: ast.Node) -> None:
         if not node.children:
@@ -157,10 +159,11 @@ class Resolver:
         if not node.children:
             return
         before = set(self.drafts)
-        stand_in = _Draft(node.name, self.drafts[ROOT].spec, {}, {}, parent.name, _head(node))
+        stand_in = _Draft(node.name, self._root().spec, {}, {}, parent.name, _head(node))
         self._group(stand_in, node.children)
         for name in set(self.drafts) - before:
-            del self.drafts[name]
+            if self.base is None or name not in self.base.nodes:
+                del self.drafts[name]
         self._fresh_from.clear()  # names are free again
 
     def _group(self, graph: _Draft, chains: Iterable[ast.Chain]) -> None:
@@ -183,7 +186,7 @@ class Resolver:
 
     def _node(self, node: ast.Node, parent: _Draft) -> str | None:
         """Resolve one node reference under ``parent``; its name, or None after an error."""
-        created = node.kind is not ast.NodeKind.INSTANCE or node.name not in self.drafts
+        created = node.kind is not ast.NodeKind.INSTANCE or not self._exists(node.name)
         if node.kind is ast.NodeKind.INSTANCE:
             draft = self._instance(node, parent)
         elif node.kind is ast.NodeKind.DEFINE:
@@ -216,7 +219,7 @@ class Resolver:
 
     def _instance(self, node: ast.Node, parent: _Draft) -> _Draft | None:
         name = node.name
-        existing = self.drafts.get(name)
+        existing = self._draft(name)
         if existing is not None:
             if existing.parent is None:
                 self._fail(f"'${name}' is the root graph and cannot be a child", _head(node))
@@ -235,7 +238,7 @@ class Resolver:
                 self._fail(f"'${name}' comes before the node labelled '{name}'", _head(node), hint=_LABEL_FIRST)
             return None
         if definition is None:
-            self._unknown(node, "name", [*self.definitions, *self.drafts])
+            self._unknown(node, "name", [*self.definitions, *self._names()])
             return None
         return self._from_definition(name, definition, parent, _head(node))
 
@@ -246,7 +249,7 @@ class Resolver:
         if label is None:
             return self._fresh(base)
         self._written.add(label)
-        existing = self.drafts.get(label)
+        existing = self._draft(label)
         if existing is None:
             return label
         where = f" (at {existing.span})" if existing.span is not None else ""
@@ -261,11 +264,13 @@ class Resolver:
         """``base``, else ``base_i`` with the lowest free i; never a label of the program."""
 
         def taken(name: str) -> bool:
-            return name in self.drafts or name in self._labels
+            return self._exists(name) or name in self._labels
 
         if not taken(base):
             return base
         index = self._fresh_from.get(base, 1)
+        if self.base is not None:
+            index = max(index, taken_below(self.base, base))
         while taken(f"{base}_{index}"):
             index += 1
         self._fresh_from[base] = index  # the caller may still fail to create it
@@ -338,17 +343,37 @@ class Resolver:
 
     # ---- base plans (patches) and errors --------------------------------------
 
-    def _load_base(self, base: Plan) -> None:
-        for node in base.nodes.values():
-            spec = self.registry.get(node.command)
-            if spec is None:
-                raise LookupError(f"command '{node.command}' of running node '{node.name}' is not registered")
-            options = {"repeat": node.repeat, "finish": node.finish, "on_error": node.on_error}
-            if node.run_cycle is not None:
-                options["run_cycle"] = node.run_cycle
-            draft = _Draft(node.name, spec, dict(node.args), options, node.parent, node.span)
-            draft.children, draft.edges = dict.fromkeys(node.children), dict.fromkeys(node.edges)
-            self.drafts[node.name] = draft
+    def _exists(self, name: str) -> bool:
+        return name in self.drafts or (self.base is not None and name in self.base.nodes)
+
+    def _names(self) -> list[str]:
+        """Every node name: the running program's, then those made here."""
+        if self.base is None:
+            return list(self.drafts)
+        return [*self.base.nodes, *(name for name in self.drafts if name not in self.base.nodes)]
+
+    def _root(self) -> _Draft:
+        draft = self._draft(ROOT)
+        assert draft is not None  # every program has its root
+        return draft
+
+    def _draft(self, name: str) -> _Draft | None:
+        """The draft of node ``name``, made from the running program's node when first named
+        (so that resolving a patch takes time in proportion to it, not to the program)."""
+        draft = self.drafts.get(name)
+        if draft is not None or self.base is None or name not in self.base.nodes:
+            return draft
+        node = self.base.nodes[name]
+        spec = self.registry.get(node.command)
+        if spec is None:
+            raise LookupError(f"command '{node.command}' of running node '{node.name}' is not registered")
+        options = {"repeat": node.repeat, "finish": node.finish, "on_error": node.on_error}
+        if node.run_cycle is not None:
+            options["run_cycle"] = node.run_cycle
+        draft = _Draft(node.name, spec, dict(node.args), options, node.parent, node.span)
+        draft.children, draft.edges = dict.fromkeys(node.children), dict.fromkeys(node.edges)
+        self.drafts[name] = draft
+        return draft
 
     def _unknown(self, node: ast.Node, what: str, candidates: Iterable[str]) -> None:
         written = f"{node.kind.value}{node.name}"

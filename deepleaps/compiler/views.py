@@ -106,23 +106,48 @@ def ordered_children(plan: Plan, node: PlanNode) -> tuple[str, ...]:
     (the flatten pass) takes the place of the first of them."""
     if not node.children:
         return ()
-    order: list[str] = []
+    children = set(node.children)
+    order: dict[str, None] = {}
     for name in (*node.prologue, *plan.run_order(node.name)):
         while name in plan and (parent := plan[name].parent) is not None and parent != node.name:
             name = parent
-        if name in node.children and name not in order:
-            order.append(name)
+        if name in children:
+            order[name] = None
     return (*order, *(child for child in node.children if child not in order))
+
+
+class Placement:
+    """Where the optimiser put each node of a plan: in its parent's prologue, or inlined
+    into an ancestor's schedule. The sets it looks in are made once per graph, so a view
+    of the whole plan takes time in proportion to it."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self._prologues: dict[str, frozenset[str]] = {}
+        self._sources: dict[str, frozenset[str]] = {}
+
+    def in_prologue(self, node: PlanNode) -> bool:
+        if node.parent is None or node.parent not in self.plan:
+            return False
+        if node.parent not in self._prologues:
+            self._prologues[node.parent] = frozenset(self.plan[node.parent].prologue)
+        return node.name in self._prologues[node.parent]
+
+    def inlined_into(self, node: PlanNode) -> str | None:
+        """The graph whose schedule the flatten pass spliced ``node``'s schedule into."""
+        parent = self.plan.nodes.get(node.parent) if node.parent else None
+        while parent is not None:
+            if parent.name not in self._sources:
+                self._sources[parent.name] = frozenset(parent.inlined_from.values())
+            if node.name in self._sources[parent.name]:
+                return parent.name
+            parent = self.plan.nodes.get(parent.parent) if parent.parent else None
+        return None
 
 
 def inlined_into(plan: Plan, node: PlanNode) -> str | None:
     """The graph whose schedule the flatten pass spliced ``node``'s schedule into."""
-    parent = plan.nodes.get(node.parent) if node.parent else None
-    while parent is not None:
-        if node.name in parent.inlined_from.values():
-            return parent.name
-        parent = plan.nodes.get(parent.parent) if parent.parent else None
-    return None
+    return Placement(plan).inlined_into(node)
 
 
 # ---- the tree --------------------------------------------------------------------
@@ -138,19 +163,25 @@ def plan_tree(plan: Plan, states: Mapping[str, Counters] | None = None) -> str:
     (``step=.. total_step=..``, and ``epoch=..`` for loaders) and ``finished``
     once a one-shot node is done. Ends with a newline.
     """
+    placement = Placement(plan)
     lines: list[str] = []
     for node, depth in _tree_walk(plan):
-        lines.append("  " * depth + tree_line(plan, node, states))
+        lines.append("  " * depth + tree_line(plan, node, states, placement))
     return "\n".join(lines) + "\n"
 
 
-def tree_line(plan: Plan, node: PlanNode, states: Mapping[str, Counters] | None = None) -> str:
+def tree_line(
+    plan: Plan,
+    node: PlanNode,
+    states: Mapping[str, Counters] | None = None,
+    placement: Placement | None = None,
+) -> str:
     """One line of :func:`plan_tree` (without indentation)."""
+    placement = placement or Placement(plan)
     tags = node_options(node)
-    parent = plan.nodes.get(node.parent) if node.parent else None
-    if parent is not None and node.name in parent.prologue:
+    if placement.in_prologue(node):
         tags.append("prologue")
-    target = inlined_into(plan, node)
+    target = placement.inlined_into(node)
     if target is not None:
         tags.append(f"inlined into {target}")
     line = f"{node.name} ({node.command})"

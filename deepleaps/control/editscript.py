@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from deepleaps.compiler.arguments import OPTION_KEYS, OptionError, option_value
-from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode
+from deepleaps.compiler.plan import Cycle, Kind, OnError, Plan, PlanNode, owned
 from deepleaps.lang import ast
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 from deepleaps.lang.printer import inline
@@ -165,25 +165,35 @@ def _without_argument(node: PlanNode, key: str) -> PlanNode:
 # ---- diff ---------------------------------------------------------------------------------
 
 
-def diff(old: Plan, new: Plan, base_version: int | None = None) -> EditScript:
-    """The operations that turn source plan ``old`` into ``new``."""
-    moved = {name for name in old.nodes.keys() & new.nodes.keys() if old[name].parent != new[name].parent}
+def diff(old: Plan, new: Plan, base_version: int | None = None, among: Iterable[str] | None = None) -> EditScript:
+    """The operations that turn source plan ``old`` into ``new``.
+
+    ``among``: the names of every node that may differ between them (what a resolver or
+    a removal made or changed; see :func:`changed`), so that the diff takes time in
+    proportion to those rather than to the programs. Nodes that are the same object in
+    both are skipped either way. Given ``among``, operations on different graphs come in
+    tree order rather than in the order of the plans' mappings (they commute).
+    """
+    names = old.nodes.keys() | new.nodes.keys() if among is None else set(among)
+    differ = {name for name in names if old.nodes.get(name) is not new.nodes.get(name)}
+    order = _Order(in_tree_order=among is not None)
+    moved = {
+        name for name in differ if name in old.nodes and name in new.nodes and old[name].parent != new[name].parent
+    }
     # A moved node takes what is below it along: all of it is removed and added again.
     moved |= {below.name for name in moved for below in old.walk(name)} & new.nodes.keys()
-    removed = (old.nodes.keys() - new.nodes.keys()) | moved
-    added = (new.nodes.keys() - old.nodes.keys()) | moved
+    differ |= moved
+    removed = {name for name in differ if name not in new.nodes} | moved
+    added = {name for name in differ if name not in old.nodes} | moved
     operations: list[Operation] = []
-    kept = {name: _kept_edges(old[name], new[name]) for name in old.nodes.keys() - removed}
-    for graph in old.nodes.values():
-        for source, target in graph.edges:
-            if (source, target) not in kept.get(graph.name, ()):
-                operations.append(RemoveEdge(graph.name, source, target))
-    for node in reversed(list(old.walk())):  # children before parents
-        if node.name in removed:
-            operations.append(RemoveNode(node.name))
-    for name in old.nodes:
-        if name in removed:
-            continue
+    kept = {name: _kept_edges(old[name], new[name]) for name in differ if name in old.nodes and name not in removed}
+    for name in order.of(old, differ):
+        for source, target in old[name].edges:
+            if (source, target) not in kept.get(name, ()):
+                operations.append(RemoveEdge(name, source, target))
+    for top in reversed(order.tops(old, removed)):  # children before parents
+        operations.extend(RemoveNode(node.name) for node in reversed(list(old.walk(top))) if node.name in removed)
+    for name in order.of(old, differ - removed):
         before, after = old[name], new[name]
         if (before.command, before.kind) != (after.command, after.kind):
             operations.append(RebindClass(name, after.command, after.kind.value))
@@ -193,22 +203,64 @@ def diff(old: Plan, new: Plan, base_version: int | None = None) -> EditScript:
         for key, value in new_args.items():
             if key not in old_args or not _same(old_args[key], value):
                 operations.append(SetArgument(name, key, value))
-    for node in new.walk():
-        if node.name in added:
-            assert node.parent is not None  # the root is in both plans
-            position = new[node.parent].children.index(node.name)
-            operations.append(
-                AddNode(node.name, node.parent, node.command, node.kind.value, plain_arguments(node), position)
-            )
-    for graph in new.nodes.values():
-        for source, target in graph.edges:
-            if (source, target) not in kept.get(graph.name, ()):
-                operations.append(AddEdge(graph.name, source, target))
-    result = apply(old, operations)
-    for graph in new.nodes.values():
-        if graph.kind.has_children and result[graph.name].children != graph.children:
-            operations.append(ReorderChildren(graph.name, graph.children))
+    for top in order.tops(new, added):
+        for node in new.walk(top):
+            if node.name in added:
+                assert node.parent is not None  # the root is in both plans
+                position = order.index(new, node.name)
+                operations.append(
+                    AddNode(node.name, node.parent, node.command, node.kind.value, plain_arguments(node), position)
+                )
+    for name in order.of(new, differ):
+        for source, target in new[name].edges:
+            if (source, target) not in kept.get(name, ()):
+                operations.append(AddEdge(name, source, target))
+    # Only the nodes that differ are named by the operations (a whole diff: all of them).
+    result = apply(
+        old if among is None else Plan(owned({n: old[n] for n in differ if n in old.nodes}), old.root), operations
+    )
+    for name in order.of(new, differ):
+        graph = new[name]
+        if graph.kind.has_children and result[name].children != graph.children:
+            operations.append(ReorderChildren(name, graph.children))
     return EditScript(operations, base_version)
+
+
+class _Order:
+    """The order a diff names nodes in: that of the plans' mappings (a whole diff), or tree
+    order (a diff among given names, which must not look at every node to sort them)."""
+
+    def __init__(self, in_tree_order: bool):
+        self.in_tree_order = in_tree_order
+        self._indices: dict[tuple[int, str], dict[str, int]] = {}
+
+    def index(self, plan: Plan, name: str) -> int:
+        """Where ``name`` is among its parent's children."""
+        parent = plan[name].parent
+        assert parent is not None
+        key = (id(plan), parent)
+        if key not in self._indices:
+            self._indices[key] = {child: i for i, child in enumerate(plan[parent].children)}
+        return self._indices[key][name]
+
+    def _position(self, plan: Plan, name: str) -> tuple[int, ...]:
+        """The path from the root as child indices: sorted, these give tree order."""
+        path = []
+        while plan[name].parent is not None:
+            path.append(self.index(plan, name))
+            name = plan[name].parent  # type: ignore[assignment]
+        return tuple(reversed(path))
+
+    def of(self, plan: Plan, names: set[str]) -> list[str]:
+        """``names`` that ``plan`` has, in order."""
+        if not self.in_tree_order:
+            return [name for name in plan.nodes if name in names]
+        return sorted((name for name in names if name in plan.nodes), key=lambda name: self._position(plan, name))
+
+    def tops(self, plan: Plan, names: set[str]) -> list[str]:
+        """Those of ``names`` whose parent is not among them, in tree order."""
+        tops = [name for name in names if plan[name].parent not in names]
+        return sorted(tops, key=lambda name: self._position(plan, name))
 
 
 def _kept_edges(before: PlanNode, after: PlanNode) -> tuple[tuple[str, str], ...]:
@@ -233,6 +285,25 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def changed(plan: Plan, script: EditScript) -> set[str]:
+    """The nodes that applying ``script`` to ``plan`` adds, removes or changes (a graph
+    changes with its children and edges): what :func:`diff` and the checks and the
+    compiler of a change look at, rather than the whole program."""
+    names: set[str] = set()
+    for operation in script.operations:
+        if isinstance(operation, AddNode):
+            names.update((operation.name, operation.parent))
+        elif isinstance(operation, RemoveNode):
+            names.add(operation.name)
+            if operation.name in plan.nodes and plan[operation.name].parent is not None:
+                names.add(plan[operation.name].parent)  # type: ignore[arg-type]
+        elif isinstance(operation, AddEdge | RemoveEdge | ReorderChildren):
+            names.add(operation.graph)
+        else:
+            names.add(operation.node)
+    return names
+
+
 # ---- apply --------------------------------------------------------------------------------
 
 
@@ -251,7 +322,7 @@ def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
     """
     if isinstance(operations, EditScript):
         operations = operations.operations
-    nodes = dict(plan.nodes)
+    nodes = plan.node_dict()
 
     def need(name: str) -> PlanNode:
         if name not in nodes:
@@ -318,7 +389,7 @@ def apply(plan: Plan, operations: Iterable[Operation] | EditScript) -> Plan:
             nodes[graph.name] = attrs.evolve(graph, children=operation.children)
         else:
             raise ScriptError(f"unknown operation {operation!r}")
-    return Plan(nodes, plan.root)
+    return Plan(owned(nodes), plan.root)
 
 
 def _kind(name: str) -> Kind:

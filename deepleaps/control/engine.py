@@ -30,9 +30,10 @@ from typing import Any, Protocol
 
 import attrs
 
-from deepleaps.compiler import Plan, PlanNode, Registry, compile_plan
+from deepleaps.compiler import Compiled, Plan, PlanNode, Registry
 from deepleaps.compiler.arguments import check_node
-from deepleaps.compiler.check import check_plan
+from deepleaps.compiler.check import Problems, check_plan
+from deepleaps.compiler.incremental import check_change, compile_change
 from deepleaps.control import editscript
 from deepleaps.control.journal import Journal
 from deepleaps.control.replies import MAX_TEXT, RefusalLog, Reply, cut, failure, internal_error, stale
@@ -72,16 +73,11 @@ def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceTe
     Raises:
         ProgramError: every problem found.
     """
-    problems: list[Diagnostic] = []
-
-    def fail(message, span=None, hint=None):
-        problems.append(error(message, span, sources.get(span.file) if span else None, hint=hint))
-
-    check_plan(plan, fail, {})
+    problems = Problems(sources)
+    check_plan(plan, problems.fail, {})
     for node in plan.nodes.values():
-        check_node(node, registry, fail)
-    if problems:
-        raise ProgramError(problems)
+        check_node(node, registry, problems.fail)
+    problems.raise_any()
 
 
 def restore_program(saved: Mapping[str, Any], registry: Registry, overrides: Sequence[Override] = ()) -> Plan:
@@ -113,6 +109,8 @@ class Program(Protocol):
     @property
     def source(self) -> Plan: ...
     @property
+    def compiled(self) -> Plan: ...
+    @property
     def version(self) -> int: ...
     @property
     def registry(self) -> Registry: ...
@@ -130,6 +128,7 @@ class Snapshot:
     needs nothing that the training thread changes."""
 
     source: Plan
+    compiled: Plan
     version: int
     registry: Registry
     definitions: Mapping[str, Definition]
@@ -140,14 +139,14 @@ class Snapshot:
 @attrs.frozen
 class Prepared:
     """A change of the program made ready for its commit: the edit script, the new source
-    plan (``None``: it changes nothing) and its compiled plan, against ``version`` of the
+    plan (``None``: it changes nothing) and its compilation, against ``version`` of the
     program and ``generation`` of the command classes (a reload moves it)."""
 
     version: int
     generation: int
     script: editscript.EditScript
     after: Plan | None = None
-    plan: Plan | None = None
+    compiled: Compiled | None = None
 
 
 def prepare(program: Program, script: editscript.EditScript) -> Prepared:
@@ -160,10 +159,11 @@ def prepare(program: Program, script: editscript.EditScript) -> Prepared:
     at = (program.version, program.registry.generation)
     before = program.source
     after = editscript.apply(before, script)
-    if not editscript.diff(before, after):
+    changed = editscript.changed(before, script)
+    if not editscript.diff(before, after, among=changed):
         return Prepared(*at, script)
-    check_program(after, program.registry, program.sources)
-    return Prepared(*at, script, after, compile_plan(after).plan)
+    check_change(before, after, changed, program.registry, program.sources)
+    return Prepared(*at, script, after, compile_change(Compiled(before, program.compiled), after, changed))
 
 
 @attrs.define
@@ -218,6 +218,8 @@ class Controller:
         (``source`` is then its program); ``journaled_ids`` the ids its journal holds."""
         self.interpreter = interpreter
         self.source = source
+        #: The compiled plan of ``source``: the one the interpreter runs.
+        self.compiled = interpreter.plan
         self.registry = registry
         self.definitions = dict(definitions or {})
         self.sources = dict(sources or {})
@@ -303,7 +305,13 @@ class Controller:
         """The running program now (any thread)."""
         with self._lock:
             return Snapshot(
-                self.source, self.version, self.registry, dict(self.definitions), dict(self.sources), self.roots
+                self.source,
+                self.compiled,
+                self.version,
+                self.registry,
+                dict(self.definitions),
+                dict(self.sources),
+                self.roots,
             )
 
     def _prepare(self, request: _Request) -> Prepared | None:
@@ -463,16 +471,17 @@ class Controller:
         """
         if prepared is None or not self._current(prepared):
             prepared = prepare(self, script)
-        before, after, plan = self.source, prepared.after, prepared.plan
-        if after is None or plan is None:
+        before, after, compiled = self.source, prepared.after, prepared.compiled
+        if after is None or compiled is None:
             return Reply(True, verb, "no change", version=self.version, point=self.point(node))
-        built = self.interpreter.build(plan, rebuild=script.touched())
+        plan = compiled.plan
+        built = self.interpreter.build(plan, rebuild=script.touched(), changed=compiled.changed)
         point = self.point(node)
         data = editscript.script_to_data(script)
         patch_id = self._journal(verb, text, point, self.version + 1, diff=data)
-        self.interpreter.install_built(plan, built)
-        with self._lock:  # a snapshot taken now sees both or neither
-            self.source = after
+        self.interpreter.install_built(plan, built, changed=compiled.changed)
+        with self._lock:  # a snapshot taken now sees all three or none
+            self.source, self.compiled = after, plan
             self.version += 1
         # A failed node waits for its removal only while it is in the program: a change that
         # took it out (a replayed removal among them) settles it, and a node of that name
@@ -485,7 +494,6 @@ class Controller:
         for operation in script.operations:
             if isinstance(operation, editscript.AddNode):
                 self.added_by[operation.name] = patch_id
-        self.write_monitor()
         return Reply(True, verb, "applied", self.version, patch_id, tuple(script.summary()), data, point)
 
     def _current(self, prepared: Prepared) -> bool:

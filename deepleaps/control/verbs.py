@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deepleaps.compiler import PlanNode, resolve
+from deepleaps.compiler import PlanNode, resolve_change
 from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript, reload
@@ -43,14 +43,16 @@ _ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*)\s*(?:=|\s)\s*(.*?)\s*$", re
 def _edited(controller: Program, text: str, verb: str):
     """A whole edited program (APPLY, DIFF), its anonymous nodes matched to the running ones."""
     program = parse(text, f"<{verb}>")
-    plan = _resolve(controller, text, verb, base=False, program=program)
+    plan = _resolve(controller, text, verb, base=False, program=program)[0]
     return match_identities(controller.source, plan, written_names(program))
 
 
 def _resolve(controller: Program, text: str, verb: str, *, base: bool, program: ast.Program | None = None):
+    """The program ``text`` resolved (on top of the running one if ``base``), and the names
+    of the nodes it made or named (with ``base``, the only ones that may differ)."""
     name = f"<{verb}>"
     program = program if program is not None else parse(text, name)
-    return resolve(
+    return resolve_change(
         [program],
         controller.definitions,
         registry=controller.registry,
@@ -64,8 +66,8 @@ def _resolve(controller: Program, text: str, verb: str, *, base: bool, program: 
 
 def add_script(controller: Program, payload: str, verb: str = "ADD") -> editscript.EditScript:
     """``ADD $root( *PrintCommand[content="hi"] )``: extend the running program."""
-    new = _resolve(controller, payload, verb, base=True)
-    return editscript.diff(controller.source, new, controller.version)
+    new, among = _resolve(controller, payload, verb, base=True)
+    return editscript.diff(controller.source, new, controller.version, among)
 
 
 def default_script(controller: Program, payload: str) -> editscript.EditScript:
@@ -99,14 +101,17 @@ def remove_script(controller: Program, payload: str) -> editscript.EditScript:
     if not names:
         raise ProgramError([Diagnostic("REMOVE needs the names of the nodes to remove")])
     plan = controller.source
+    among: set[str] = set()
     for name in names:
         if name not in plan:
             hint = did_you_mean(name, plan.nodes)
             raise ProgramError([Diagnostic(f"there is no node '{name}' to remove", hint=hint)])
         if name == plan.root:
             raise ProgramError([Diagnostic("the root graph cannot be removed")])
+        among.update(below.name for below in plan.walk(name))
+        among.add(plan[name].parent)  # type: ignore[arg-type]
         plan = plan.without(name)
-    return editscript.diff(controller.source, plan, controller.version)
+    return editscript.diff(controller.source, plan, controller.version, among)
 
 
 def patch_script(controller: Program, payload: str) -> editscript.EditScript:
@@ -186,8 +191,8 @@ def set_script(controller: Program, payload: str) -> editscript.EditScript:
     key, _, deeper = rest.partition(".")
     if deeper:
         raise ProgramError([Diagnostic(f"SET {target}: a node argument is NODE.argument")])
-    new = _resolve(controller, f"${head}[{key}={value_text}]", "SET", base=True)
-    return editscript.diff(controller.source, new, controller.version)
+    new, among = _resolve(controller, f"${head}[{key}={value_text}]", "SET", base=True)
+    return editscript.diff(controller.source, new, controller.version, among)
 
 
 def _target(target: str) -> tuple[str, str, str]:

@@ -209,13 +209,21 @@ class Interpreter:
         """
         self.install_built(plan, self.build(plan, rebuild))
 
-    def build(self, plan: Plan, rebuild: Iterable[str] = ()) -> dict[str, Command]:
+    def build(
+        self, plan: Plan, rebuild: Iterable[str] = (), changed: Iterable[str] | None = None
+    ) -> dict[str, Command]:
         """The command instances that installing ``plan`` needs anew (see :meth:`install`),
-        built without changing anything: what can fail when a plan changes fails here."""
+        built without changing anything: what can fail when a plan changes fails here.
+        ``changed``: the only nodes in which ``plan`` differs from the running plan
+        (default: any), so that a change costs in proportion to it."""
         rebuild = set(rebuild)
         old = self.plan
         built = {}
-        for name, node in plan.nodes.items():
+        names = plan.nodes if changed is None else {*changed, *rebuild}
+        for name in names:
+            node = plan.nodes.get(name)
+            if node is None:
+                continue
             previous = old.nodes.get(name) if old is not plan else None
             if (
                 name in rebuild
@@ -225,19 +233,28 @@ class Interpreter:
                 built[name] = self._build(node)
         return built
 
-    def install_built(self, plan: Plan, built: Mapping[str, Command]) -> None:
-        """Swap in ``plan`` with the commands :meth:`build` made for it; cannot fail."""
-        for name in list(self.states):
+    def install_built(self, plan: Plan, built: Mapping[str, Command], changed: Iterable[str] | None = None) -> None:
+        """Swap in ``plan`` with the commands :meth:`build` made for it; cannot fail.
+        ``changed`` as for :meth:`build` (with the names :meth:`build` was given)."""
+        names = list(self.states) if changed is None else {*changed, *built}
+        for name in names:
             if name not in plan.nodes:
-                del self.states[name]
+                self.states.pop(name, None)
                 self.commands.pop(name, None)
-        for name, node in plan.nodes.items():
+                self._dynamic.discard(name)
+        for name in plan.nodes if changed is None else names:
+            node = plan.nodes.get(name)
+            if node is None:
+                continue
             self.states.setdefault(name, NodeState())
             if name in built:
                 self.commands[name] = built[name]
             else:
                 self.commands[name].node = node
-        self._dynamic = {name for name, node in plan.nodes.items() if has_variables(dict(node.args))}
+            if has_variables(dict(node.args)):
+                self._dynamic.add(name)
+            else:
+                self._dynamic.discard(name)
         self.plan = plan  # a new version, even for the same plan: commands may have been rebuilt
 
     def _build(self, node: PlanNode) -> Command:
