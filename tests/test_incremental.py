@@ -167,3 +167,15 @@ def test_a_change_at_the_root_is_compiled_whole():
     compiled = compile_change(running, new, editscript.changed(running.source, editscript.diff(running.source, new)))
     assert compiled.changed is None
     assert compiled.plan == compile_plan(new).plan
+
+
+def test_a_graph_whose_guard_the_compiler_drops_is_inlined_so_its_parent_is_recompiled():
+    """``run_cycle="Graph.step:1"`` on a child of ``Graph`` is always true: the guards pass
+    drops it and the flatten pass inlines the child, so a change below the child changes
+    its parent's schedule too."""
+    running = compile_source('$root( *Graph[finish=true]( *Graph[run_cycle="Graph.step:1"]( *PrintCommand ) ) )')
+    new, among = resolved(running.source, "$Graph_1( *PrintCommand )")
+    script = editscript.diff(running.source, new, 1, among)
+    compiled = compile_change(running, new, editscript.changed(running.source, script))
+    assert compiled.plan == compile_plan(new).plan
+    assert compiled.plan["Graph"].schedule == ("PrintCommand", "PrintCommand_1")

@@ -25,6 +25,7 @@ from deepleaps.compiler.compile import Compiled, compile_plan
 from deepleaps.compiler.facts import Watchers, facts
 from deepleaps.compiler.passes import optimise
 from deepleaps.compiler.passes.flatten import GRAPH_COMMAND
+from deepleaps.compiler.passes.guards import always_true
 from deepleaps.compiler.plan import OnError, Plan, PlanNode, owned
 from deepleaps.compiler.registry import Registry
 from deepleaps.lang.diagnostics import SourceText
@@ -101,7 +102,7 @@ def _may_inline(node: PlanNode) -> bool:
         and node.parent is not None
         and node.repeat == 1
         and not node.finish
-        and node.run_cycle is None
+        and (node.run_cycle is None or always_true(node))  # the guards pass drops such a run_cycle
         and node.on_error is OnError.STOP
     )
 

@@ -14,7 +14,8 @@ from deepleaps.compiler.passes import PassResult
 from deepleaps.compiler.plan import Plan, PlanNode
 
 
-def _always_true(plan: Plan, node: PlanNode) -> bool:
+def always_true(node: PlanNode) -> bool:
+    """Whether ``node``'s ``run_cycle`` holds every time it could run (then this pass drops it)."""
     cycle = node.run_cycle
     return (
         cycle is not None
@@ -28,7 +29,7 @@ def _always_true(plan: Plan, node: PlanNode) -> bool:
 def run(plan: Plan) -> PassResult:
     changed, changes = [], []
     for node in plan.nodes.values():
-        if _always_true(plan, node):
+        if always_true(node):
             changed.append(attrs.evolve(node, run_cycle=None))
             changes.append(f"{node.name}: run_cycle {node.run_cycle} is always true; guard removed")
     return PassResult(plan.replace(*changed), tuple(changes))
