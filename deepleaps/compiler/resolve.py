@@ -23,6 +23,7 @@ from deepleaps.lang import ast
 from deepleaps.lang.ast import Span, python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, did_you_mean, error
 from deepleaps.lang.programfile import ArgsFile, Definition
+from deepleaps.workspace.confine import Confinement
 
 ROOT = "root"
 ROOT_COMMAND = "Graph"
@@ -56,12 +57,15 @@ class Resolver:
         base: Plan | None = None,
         added_while_running: bool = False,
         known: Mapping[str, PlanNode] | None = None,
+        confinement: Confinement | None = None,
     ):
         self.registry = registry
         self.definitions = definitions
         self.sources = dict(sources)
         self.roots = tuple(roots)
         self.added_while_running = added_while_running
+        #: What classes and files arguments may name; by default, those of the first root as workspace.
+        self.confinement = confinement or Confinement(self.roots[0])
         #: Nodes of the running program: named again, they keep their on_error default.
         self.known = dict(known or {}) | (dict(base.nodes) if base is not None else {})
         self.problems: list[Diagnostic] = []
@@ -262,6 +266,11 @@ class Resolver:
 
     def _load_args(self, args: ArgsFile) -> dict | None:
         if args.path not in self._args_cache:
+            refused = self.confinement.path_problem(args.path, "read")
+            if refused is not None:
+                self._fail(refused, args.span)
+                self._args_cache[args.path] = None
+                return None
             try:
                 self._args_cache[args.path] = args.load(self.roots, self.sources.get(args.span.file))
             except Exception as problem:  # a ProgramError, reported with the others
@@ -280,7 +289,7 @@ class Resolver:
             except OptionError as problem:
                 self._fail(str(problem), span)
             return
-        wrong = argument_problem(draft.spec, draft.name, key, value)
+        wrong = argument_problem(draft.spec, draft.name, key, value, self.confinement)
         if wrong is not None:
             self._fail(wrong[0], span, hint=wrong[1])
             return

@@ -38,6 +38,7 @@ from deepleaps.lang import ProgramError
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, error
 from deepleaps.lang.programfile import Definition, Override
 from deepleaps.runtime.interpreter import Interpreter
+from deepleaps.workspace.confine import Confinement
 
 log = logging.getLogger("deepleaps.control")
 
@@ -186,7 +187,7 @@ def stale(base: int | None, version: int) -> str:
     )
 
 
-def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceText]) -> None:
+def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceText], confinement: Confinement) -> None:
     """The whole-program checks the compiler runs, on a source plan reached by another path
     (a patch, a replayed journal, a checkpoint).
 
@@ -200,12 +201,14 @@ def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceTe
 
     check_plan(plan, fail, {})
     for node in plan.nodes.values():
-        check_node(node, registry, fail)
+        check_node(node, registry, fail, confinement)
     if problems:
         raise ProgramError(problems)
 
 
-def restore_program(saved: Mapping[str, Any], registry: Registry, overrides: Sequence[Override] = ()) -> Plan:
+def restore_program(
+    saved: Mapping[str, Any], registry: Registry, confinement: Confinement, overrides: Sequence[Override] = ()
+) -> Plan:
     """The source plan a checkpoint kept (see :meth:`Controller.saved`) with ``deepleaps run
     --set`` overrides of its nodes' arguments, checked.
 
@@ -223,7 +226,7 @@ def restore_program(saved: Mapping[str, Any], registry: Registry, overrides: Seq
             ]
         )
     plan = editscript.apply(plan, [editscript.SetArgument(o.node, o.key, o.value) for o in overrides])
-    check_program(plan, registry, {override.source.name: override.source for override in overrides})
+    check_program(plan, registry, {override.source.name: override.source for override in overrides}, confinement)
     return plan
 
 
@@ -266,6 +269,7 @@ class Controller:
         journal: Journal | None = None,
         workspace: Path | None = None,
         allow_external_modules: bool = False,
+        confinement: Confinement | None = None,
         replay: Sequence[Mapping[str, Any]] = (),
         restored: Mapping[str, Any] | None = None,
         journaled_ids: Sequence[int] = (),
@@ -282,6 +286,8 @@ class Controller:
         self.journal = journal
         self.workspace = workspace
         self.allow_external_modules = allow_external_modules
+        #: What the program's classes and files may reach (docs/security.md).
+        self.confinement = confinement or Confinement(workspace or Path.cwd(), external_modules=allow_external_modules)
         self.version = int(restored["version"]) if restored else 1
         self.history: list[Applied] = []
         self.paused = False
@@ -426,7 +432,7 @@ class Controller:
 
     def check(self, plan: Plan) -> None:
         """The whole-program checks the compiler runs, on a changed source plan."""
-        check_program(plan, self.registry, self.sources)
+        check_program(plan, self.registry, self.sources, self.confinement)
 
     def saved(self) -> dict[str, Any]:
         """What a checkpoint keeps of the running program, so that resume goes on with it.

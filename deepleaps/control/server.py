@@ -47,6 +47,7 @@ from deepleaps.control.framing import (
     write_frame,
 )
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
+from deepleaps.workspace.confine import Confinement
 
 log = logging.getLogger("deepleaps.control")
 
@@ -66,6 +67,25 @@ class ServerSettings:
     read_timeout: float = 10.0
     idle_timeout: float | None = 3600.0
     allow_external_modules: bool = False
+    #: Module namespaces whose classes a program may name, besides the workspace's and CLASS_NAMESPACES.
+    allow_classes: list[str] = attrs.field(factory=list)
+    #: Folders commands may read from / write to besides the workspace and the run directories.
+    allow_read: list[str] = attrs.field(factory=list)
+    allow_write: list[str] = attrs.field(factory=list)
+    #: Load checkpoints and weights that hold arbitrary pickled objects (which can run code).
+    allow_pickle: bool = False
+
+    def confinement(self, workspace: Path, runs: Path | None = None) -> Confinement:
+        """What the run's program may reach (relative folders are the workspace's)."""
+        return Confinement(
+            workspace,
+            runs=runs,
+            classes=tuple(self.allow_classes),
+            read=tuple(workspace / folder for folder in self.allow_read),
+            write=tuple(workspace / folder for folder in self.allow_write),
+            external_modules=self.allow_external_modules,
+            pickle=self.allow_pickle,
+        )
 
     @classmethod
     def from_section(cls, section: dict[str, Any] | None, **overrides: Any) -> ServerSettings:
