@@ -50,7 +50,8 @@ def model_module(tmp_path, monkeypatch):
 def test_a_reloaded_model_keeps_its_weights_and_the_optimizer_carries_on(model_module):
     path, name = model_module
     container = TrainerContainer(
-        {"seed": 0, "device": "cpu", "model": f"{name}.Net", "optimizer": {"name": "Adam", "lr": 0.01}}
+        {"seed": 0, "device": "cpu", "model": f"{name}.Net", "optimizer": {"name": "Adam", "lr": 0.01}},
+        root=path.parent,  # the workspace whose code the model is
     )
     container.sample = (torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 1]))
     container.train_step()

@@ -369,7 +369,8 @@ def load(controller: Controller, payload: str, node: PlanNode) -> Reply:
     workspace or the run directories. A file that is not one is refused without a word of its content."""
     written = payload.strip()
     if "\0" in payload or not written.endswith((".yaml", ".yml")):
-        raise ProgramError([Diagnostic(f"LOAD takes the path of a YAML command file, not {cut(written, 200)!r}")])
+        why = f"LOAD takes the path of a command file, not {cut(written, 200)!r}: a .yaml or .yml file"
+        raise ProgramError([Diagnostic(why)])
     path = controller.confinement.readable(written)
     if not path.is_file():
         raise ProgramError([Diagnostic(f"LOAD: no command file '{cut(written, 200)}'")])
