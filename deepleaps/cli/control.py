@@ -24,15 +24,20 @@ def connection_options(function):
         help="The workspace of the training (where .deepleaps/ is).",
     )(function)
     function = click.option("--token", help="The token (default: the workspace's token file).")(function)
+    function = click.option(
+        "--cafile",
+        type=click.Path(dir_okay=False),
+        help="The certificate to check a TLS server's against (default: the one the workspace's server names).",
+    )(function)
     function = click.option("--port", type=int, help="Default: from the workspace.")(function)
     return click.option("--host", help="Default: from the workspace.")(function)
 
 
 @contextmanager
-def _client(host, port, token, workspace) -> Iterator[Client]:
+def _client(host, port, token, workspace, cafile=None) -> Iterator[Client]:
     """A connected client; an unreachable training is an error message and exit status 1."""
     try:
-        client = Client(host, port, token, workspace=workspace).connect()
+        client = Client(host, port, token, workspace=workspace, cafile=cafile).connect()
     except ControlError as problem:
         click.echo(f"error: {problem}", err=True)
         sys.exit(PROGRAM_ERROR)
@@ -99,9 +104,9 @@ BASE = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON reply.")
 @BASE
 @connection_options
-def send(verb, payload, as_json, base, host, port, token, workspace):
+def send(verb, payload, as_json, base, host, port, token, cafile, workspace):
     """Send VERB PAYLOAD to the running training, e.g. `deepleaps send SET optimizer.lr 0.001`."""
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         _show(client.send(_versioned(verb, base), " ".join(payload)), as_json)
 
 
@@ -110,10 +115,10 @@ def send(verb, payload, as_json, base, host, port, token, workspace):
 @click.option("--json", "as_json", is_flag=True)
 @BASE
 @connection_options
-def apply(file, as_json, base, host, port, token, workspace):
+def apply(file, as_json, base, host, port, token, cafile, workspace):
     """Apply a whole edited program (.dl, or a command file's DEFAULT): the server diffs it."""
     text = _program_text(file)
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         _show(client.send(_versioned("APPLY", base), text), as_json)
 
 
@@ -126,10 +131,10 @@ def _versioned(verb: str, base: int | None) -> str:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the edit script as JSON (for PATCH).")
 @connection_options
-def diff(file, as_json, host, port, token, workspace):
+def diff(file, as_json, host, port, token, cafile, workspace):
     """Show what applying FILE would change in the running training (a dry run)."""
     text = _program_text(file)
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         reply = client.send("DIFF", text)
     if as_json and reply.get("ok"):
         click.echo(json.dumps(reply["script"], indent=2))
@@ -140,9 +145,9 @@ def diff(file, as_json, host, port, token, workspace):
 @click.command()
 @click.option("--watch", "-w", is_flag=True, help="Refresh every second until Ctrl-C.")
 @connection_options
-def status(watch, host, port, token, workspace):
+def status(watch, host, port, token, cafile, workspace):
     """The live program tree with counters, and the last loss."""
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         while True:
             reply = client.send("STATUS")
             data = reply.get("data") or {}
@@ -160,9 +165,9 @@ def status(watch, host, port, token, workspace):
 
 @click.command("client")
 @connection_options
-def interactive(host, port, token, workspace):
+def interactive(host, port, token, cafile, workspace):
     """An interactive prompt: type `VERB payload` lines, as with the seed's client."""
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         while True:
             try:
                 line = input(":")
