@@ -61,12 +61,10 @@ def argument_problem(
     """Why ``key=value`` is not an argument of ``spec``'s command (message, hint), or None:
     not one of its arguments, of the wrong type, or naming a class or file ``confinement`` refuses."""
     field = spec.fields.get(key)
-    if field is None:
-        if spec.extra_args:
-            return None
+    if field is None and not spec.extra_args:
         hint = did_you_mean(key, [*spec.fields, *OPTION_KEYS])
         return f"unknown argument '{key}' for {spec.name} (node '{node}')", hint
-    if field.type is not None and not matches(value, field.type):
+    if field is not None and field.type is not None and not matches(value, field.type):
         return (
             f"argument '{key}' of {spec.name} expects {type_name(field.type)}, got {type(value).__name__} {value!r}",
             None,
