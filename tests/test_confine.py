@@ -86,7 +86,7 @@ def test_a_workspace_module_whose_file_lies_outside_is_refused(workspace, tmp_pa
 
 
 def test_unknown_modules_and_the_setting(workspace):
-    with pytest.raises(ProgramError, match="no module named 'wspkg.nothing'"):
+    with pytest.raises(ProgramError, match=r"no module named 'wspkg\.nothing'"):
         check_module("wspkg.nothing", workspace, False)
     with pytest.raises(ProgramError, match="not a package"):
         check_module("wspkg.models.deeper", workspace, False)
@@ -146,7 +146,7 @@ def test_workspace_classes_and_factories_load_and_the_setting_widens(workspace):
 def test_a_container_builds_only_allowed_classes(workspace, tmp_path):
     marker = tmp_path / "pwned"
     config = {"device": "cpu", "model": {"class": "subprocess.Popen", "args": {"args": ["touch", str(marker)]}}}
-    with pytest.raises(ProgramError, match="class 'subprocess.Popen'"):
+    with pytest.raises(ProgramError, match=r"class 'subprocess\.Popen'"):
         TrainerContainer(config, workspace)
     assert not marker.exists()
     built = TrainerContainer({"device": "cpu", "model": "wspkg.models.Tiny"}, workspace)
