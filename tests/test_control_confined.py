@@ -120,7 +120,7 @@ def corpus(outside: Path, version: int) -> list[tuple[str, str, str]]:
         ("LOAD", "../../../../etc/passwd", "LOAD takes the path of a command file"),
         ("LOAD", f"{outside}/secret.txt", "LOAD takes the path of a command file"),
         ("LOAD", f"{outside}/secret.yaml", READ_SETTING),
-        ("LOAD", "notes.yaml", "LOAD: 'notes.yaml' is not a command file (line 1, column"),
+        ("LOAD", "notes.yaml", "LOAD: 'notes.yaml' is not a command file (line 2, column 1)"),
         ("IMPORT_MODULE", "os", MODULES_SETTING),
         ("RELOAD_MODULE", "os", MODULES_SETTING),
         ("RELOAD_MODULE", "site", MODULES_SETTING),
@@ -135,11 +135,11 @@ def assert_untouched(training: Training, before: dict, root: Path, outside: Path
     for path in (outside / "victim.txt", outside / "secret.txt"):
         assert path.read_text().startswith(("precious", SECRET))
     assert "Zen of Python" not in training.stdout()  # `this` was never imported
-    assert training.process.poll() is None, training.describe()
 
 
 def stop_and_finish(training: Training, journal_before: int) -> None:
     """The training still trains, stops at STOP and exits normally; nothing refused reached the journal."""
+    assert training.process.poll() is None, training.describe()
     training.wait_logged(training.last_logged_step() + 2)
     assert training.send("STOP")["ok"]
     assert training.wait_exit() == 0, training.describe()
@@ -157,7 +157,7 @@ def test_the_hostile_corpus_is_refused_with_the_token(place):
             assert reply["ok"] is False, (verb, payload, reply)
             assert refusal in reply["message"], (verb, payload, reply["message"])
             assert SECRET not in json.dumps(reply) and "root:x:0:0" not in json.dumps(reply)
-            assert reply["version"] == version
+            assert training.send("STATUS")["version"] == version
         if_spanned = training.send("ADD", f'$TRAINING_BATCH( *LogMetricsCommand[file="{outside}/v.txt"] )')
         assert if_spanned["line"] == 1 and if_spanned["column"] > 1 and "^" in if_spanned["message"]
         assert_untouched(training, before, root, outside)
@@ -462,12 +462,14 @@ def test_ten_thousand_seeded_hostile_frames_change_nothing(place):
             sent = 0
             try:
                 with training.client(timeout=60) as client:
-                    for _ in range(per_connection):
+                    for index in range(per_connection):
                         text = hostile_frame(rng, outside, version)
                         verb, _, payload = text.partition(" ")
                         reply = client.send(verb, payload)
                         sent += 1
-                        if reply["ok"] or reply["version"] != version or "internal error" in reply["message"]:
+                        if index % 50 == 0:  # the program never moves
+                            reply = {**reply, "program": client.send("STATUS")["version"]}
+                        if reply["ok"] or reply.get("program", version) != version or "internal" in reply["message"]:
                             failures.append(f"seed {seed}: {text[:300]!r} -> {json.dumps(reply)[:500]}")
                             return
             except Exception as problem:  # reported below
