@@ -224,7 +224,9 @@ class ControlServer:
         self.token_path = token_path if token_path.is_absolute() else workspace / token_path
         write_private(self.token_path, self.token + "\n")
         self.info_path = self.token_path.parent / "control.json"
-        info = {"host": self.host, "port": self.port, "pid": os.getpid(), "token_file": str(self.token_path)}
+        # Clients on this machine reach a wildcard address through loopback (which the certificate names).
+        here = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        info = {"host": here, "port": self.port, "pid": os.getpid(), "token_file": str(self.token_path)}
         if self._tls is not None:
             info["tls_cert"] = str(workspace / str(settings.tls_cert))
         self.info_path.write_text(json.dumps(info))

@@ -173,7 +173,7 @@ class Confinement:
         else:
             raise refuse(f"'{path}' is not a module path such as torch.nn.Linear")
         if not hasattr(module, name):
-            raise refuse(f"module '{module.__name__}' has no '{name}'")
+            raise refuse(f"cannot find '{path}': module '{module.__name__}' has no '{name}'")
         found = getattr(module, name)
         if name.startswith("_") or not self._allowed_object(found):
             raise refuse(self._refused_class(path))
