@@ -424,11 +424,11 @@ def hostile_frame(rng: random.Random, outside: Path, version: int) -> str:
         return "PATCH " + json.dumps(data)
     if choice == 6:
         return f'SET LOG_METRICS.file "{outside_path}"'
-    if choice == 7:  # bytes of a hostile payload replaced at random
-        text = list(f"ADD $TRAINING_BATCH( *TrainerContainerLoaderCommand[container={_value(cls)}] )")
-        for _ in range(rng.randint(1, 4)):
-            text[rng.randrange(len(text))] = rng.choice("\"'[]{}(),=$*\\\n ")
-        return "".join(text)
+    if choice == 7:  # a refused class with characters replaced at random
+        mangled = list(cls)
+        for _ in range(rng.randint(1, 3)):
+            mangled[rng.randrange(len(mangled))] = rng.choice("\"'[]{}(),=$*\\\n ./:")
+        return f"ADD $TRAINING_BATCH( *TrainerContainerLoaderCommand[container={_value(''.join(mangled))}] )"
     return f"ADD $TRAINING_BATCH( *TrainerContainerLoaderCommand[data={{train={{dataset={_value(spec)}}}}}] )"
 
 

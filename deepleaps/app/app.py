@@ -28,7 +28,7 @@ from deepleaps.compiler import REGISTRY, Compiled, Plan, compile_file, compile_p
 from deepleaps.control.engine import Controller, restore_program
 from deepleaps.control.journal import FILE as JOURNAL
 from deepleaps.control.journal import Journal, read_journal
-from deepleaps.control.server import ControlServer, ServerSettings
+from deepleaps.control.server import ControlServer, ServerSettings, tls_context
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import describe, error
 from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded, parse_overrides, with_overrides
@@ -92,6 +92,8 @@ class App:
         self.server_settings = ServerSettings.from_section(
             self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=port
         )
+        if serve:
+            tls_context(self.server_settings, self.workspace)  # an address it may not bind, refused now
         self.confinement = self.server_settings.confinement(self.workspace, self.workspace / self.settings.output)
         self.registry = REGISTRY
         self._import_modules()
