@@ -146,8 +146,8 @@ class CheckpointStore:
         path = ref.path if isinstance(ref, CheckpointRef) else Path(ref)
         try:
             return torch.load(path, map_location=map_location, weights_only=not allow_pickle)
-        except pickle.UnpicklingError:
-            if allow_pickle:
+        except pickle.UnpicklingError as problem:
+            if allow_pickle or "Unsupported global" not in str(problem):  # else: a damaged file
                 raise
             raise ProgramError(
                 [
