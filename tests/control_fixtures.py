@@ -324,7 +324,10 @@ class Training:
 
     def client(self, *, token: str | None = None, timeout: float = 30) -> Client:
         """A connected :class:`Client` (``with training.client() as client: ...``)."""
-        return Client(self.host, self.port, token or self.token, workspace=self.workspace, timeout=timeout)
+        cafile = self.info.get("tls_cert")
+        return Client(
+            self.host, self.port, token or self.token, workspace=self.workspace, timeout=timeout, cafile=cafile
+        )
 
     def send(self, verb: str, payload: str = "", *, timeout: float = 30) -> dict[str, Any]:
         """One request on a new connection; the JSON reply."""

@@ -62,6 +62,7 @@ from deepleaps.lang import ProgramError, ast, parse
 from deepleaps.lang.diagnostics import SourceText
 from deepleaps.lang.programfile import load_program_file
 from deepleaps.runtime import Command, Context, Interpreter
+from deepleaps.workspace.confine import Confinement
 
 COMMANDS = REGISTRY.child()
 
@@ -386,7 +387,7 @@ class ControllerMachine(RuleBasedStateMachine):
             after = editscript.apply(self.source, script)
             if not editscript.diff(self.source, after):
                 return None
-            check_program(after, COMMANDS, self.controller.sources)
+            check_program(after, COMMANDS, self.controller.sources, self.controller.confinement)
             compile_plan(after)
         except ProgramError as problem:
             return problem.render()
@@ -682,7 +683,7 @@ class ControllerMachine(RuleBasedStateMachine):
             operations += new
             with contextlib.suppress(ProgramError):  # the next ones go on from a program that passes the checks
                 changed = editscript.apply(plan, new)
-                check_program(changed, COMMANDS, {})
+                check_program(changed, COMMANDS, {}, Confinement(Path.cwd()))
                 plan = changed
         return operations
 

@@ -13,6 +13,8 @@ the plan compiled whole.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +24,10 @@ from deepleaps.compiler.incremental import check_change, compile_change
 from deepleaps.control import editscript
 from deepleaps.control.engine import check_program
 from deepleaps.lang import ProgramError, parse
+from deepleaps.workspace.confine import Confinement
+
+#: The checks confine classes and files to a workspace: here, the current directory.
+CONFINEMENT = Confinement(Path.cwd())
 
 CLASSES = {"graph": "Graph", "loader": "IterateCommand", "leaf": "PrintCommand"}
 #: Names that ``run_cycle`` watches: most exist in a program of a few nodes, one never does.
@@ -129,8 +135,8 @@ def test_each_stage_of_a_change_gives_what_the_whole_program_path_gives(data):
         if not editscript.diff(running.source, after, among=changed):
             assert not editscript.diff(running.source, after)
             continue
-        full = refusal(check_program, after, REGISTRY, {})
-        assert refusal(check_change, running.source, after, changed, REGISTRY, {}) == full
+        full = refusal(check_program, after, REGISTRY, {}, CONFINEMENT)
+        assert refusal(check_change, running.source, after, changed, REGISTRY, {}, CONFINEMENT) == full
         if full is not None:
             continue
         whole = compile_plan(after)

@@ -57,7 +57,8 @@ def model_module(tmp_path, monkeypatch):
 def test_a_reloaded_model_keeps_its_weights_and_the_optimizer_carries_on(model_module):
     path, name = model_module
     container = TrainerContainer(
-        {"seed": 0, "device": "cpu", "model": f"{name}.Net", "optimizer": {"name": "Adam", "lr": 0.01}}
+        {"seed": 0, "device": "cpu", "model": f"{name}.Net", "optimizer": {"name": "Adam", "lr": 0.01}},
+        root=path.parent,  # the workspace whose code the model is
     )
     container.sample = (torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 1]))
     container.train_step()
@@ -91,7 +92,8 @@ def test_a_reloaded_model_keeps_its_weights_and_the_optimizer_carries_on(model_m
 def test_frozen_parameters_and_training_modes_carry_over(model_module):
     path, name = model_module
     container = TrainerContainer(
-        {"seed": 0, "device": "cpu", "model": f"{name}.Net", "optimizer": {"name": "SGD", "lr": 0.1}}
+        {"seed": 0, "device": "cpu", "model": f"{name}.Net", "optimizer": {"name": "SGD", "lr": 0.1}},
+        root=path.parent,  # the workspace whose code the model is
     )
     container.model.body.weight.requires_grad_(False)
     container.model.body.eval()
@@ -141,7 +143,11 @@ def echo_run(tmp_path, monkeypatch):
     compiled = compile_source("$root( *ReloadSubjectEcho )", registry=REGISTRY)
     interpreter = Interpreter(compiled.plan, registry=REGISTRY)
     controller = Controller(
-        interpreter, compiled.source, registry=REGISTRY, journal=Journal(tmp_path / "journal.jsonl")
+        interpreter,
+        compiled.source,
+        registry=REGISTRY,
+        journal=Journal(tmp_path / "journal.jsonl"),
+        workspace=tmp_path,  # the module's workspace
     )
     root = interpreter.plan.nodes[interpreter.plan.root]
 

@@ -194,14 +194,17 @@ def test_a_failed_start_says_why_and_resume_passes_it_over(small_workspace, conf
         small_workspace,
         "broken.yaml",
         define={
-            "TRAINER_CONTAINER_LOAD": {"command": "TrainerContainerLoaderCommand", "args": {"container": "src.no.Such"}}
+            "TRAINER_CONTAINER_LOAD": {
+                "command": "TrainerContainerLoaderCommand",
+                "args": {"container": "src.trainer.ExampleContainer.NoSuch"},
+            }
         },
     )
     failed = run_deepleaps(small_workspace, "run", "--config", broken, "--name", "fallback")
     assert failed.returncode == 1, describe(failed)
-    assert "src.no.Such" in failed.stderr and "Traceback" not in failed.stderr
+    assert "src.trainer.ExampleContainer.NoSuch" in failed.stderr and "Traceback" not in failed.stderr
     good, bad = run_directories(small_workspace, "fallback")
-    assert "src.no.Such" in (bad / "run.log").read_text()
+    assert "src.trainer.ExampleContainer.NoSuch" in (bad / "run.log").read_text()
     assert checkpoints(bad) == []
 
     resumed = run_deepleaps(

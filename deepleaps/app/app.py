@@ -29,7 +29,7 @@ from deepleaps.control.engine import Controller, restore_program
 from deepleaps.control.journal import FILE as JOURNAL
 from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.reload import load_recorded
-from deepleaps.control.server import ControlServer, ServerSettings
+from deepleaps.control.server import ControlServer, ServerSettings, tls_context
 from deepleaps.control.watch import CodeWatcher
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import describe, error
@@ -91,9 +91,18 @@ class App:
         self._overrides = parse_overrides(sets)
         self.program_file = with_overrides(merge_loaded(load_program_file(self.config_path), roots), self._overrides)
         self.settings = RunSettings.from_file(self.program_file, **overrides)
+        # Checked before a run directory exists: a refused setting leaves nothing behind.
+        self.server_settings = ServerSettings.from_section(
+            self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=port
+        )
+        if serve:
+            tls_context(self.server_settings, self.workspace)  # an address it may not bind, refused now
+        self.confinement = self.server_settings.confinement(self.workspace, self.workspace / self.settings.output)
         self.registry = REGISTRY
         self._import_modules()
-        self.compiled: Compiled = compile_file(self.program_file, registry=self.registry, roots=roots)
+        self.compiled: Compiled = compile_file(
+            self.program_file, registry=self.registry, roots=roots, confinement=self.confinement
+        )
         for warning in self.compiled.warnings:
             log.warning("%s", warning)
         self.experiment: Experiment | None = None
@@ -101,10 +110,6 @@ class App:
         self.controller: Controller | None = None
         self.server: ControlServer | None = None
         self._handler: logging.FileHandler | None = None
-        # Checked before a run directory exists: a refused setting leaves nothing behind.
-        self.server_settings = ServerSettings.from_section(
-            self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=port
-        )
         self._serve = serve
         self._watch_code = watch_code
         self.watcher: CodeWatcher | None = None
@@ -170,13 +175,17 @@ class App:
         }
         # A resumed run goes on with the program as its checkpoint kept it, live changes included.
         resuming = experiment.mode is Mode.RESUME and experiment.start_from is not None
-        payload = CheckpointStore.load(experiment.start_from) if experiment.start_from and resuming else {}
+        self.confinement = confinement = self.confinement.in_run(directory)
+        payload = {}
+        if experiment.start_from and resuming:
+            payload = CheckpointStore.load(experiment.start_from, allow_pickle=confinement.pickle)
         saved = payload.get("control")
         if saved:  # the code it ran: the versions its reloads loaded, before anything is built from them
             load_recorded(saved.get("code", {}), self.registry)
-        source = restore_program(saved, self.registry, self._overrides) if saved else self.compiled.source
+        source = restore_program(saved, self.registry, confinement, self._overrides) if saved else self.compiled.source
         plan = compile_plan(source).plan if saved else self.compiled.plan
         interpreter = Interpreter(plan, registry=self.registry, variables=variables)
+        interpreter.context.confinement = confinement
         if resuming:
             self._restore(interpreter, payload, experiment)
         self._apply_overrides(interpreter)
@@ -200,6 +209,7 @@ class App:
             journal=journal,
             workspace=self.workspace,
             allow_external_modules=settings.allow_external_modules,
+            confinement=self.confinement,
             replay=self._replay,
             restored=saved,
             journaled_ids=[int(entry["id"]) for entry in read_journal(journal.path)] if saved else (),

@@ -136,7 +136,8 @@ def _compile(file: str, yaml_input: bool, define: str | None, disabled: tuple[st
         program_file = load_program_file(file)
         problems = _import_modules(program_file, registry)
         try:
-            compiled = compile_file(program_file, registry=registry, disabled_passes=disabled)
+            with _on_path(Path.cwd()):  # the workspace's classes are decided where a run would import them
+                compiled = compile_file(program_file, registry=registry, disabled_passes=disabled)
         except ProgramError as error:
             raise ProgramError([*problems, *error.diagnostics]) from None
     else:
@@ -148,7 +149,10 @@ def _compile(file: str, yaml_input: bool, define: str | None, disabled: tuple[st
             raise _UsageProblem(f"cannot read '{file}': {exc.strerror or exc}") from None
         text = decode_utf8(data, file)
         try:
-            compiled = compile_source(text, file, definitions=definitions, registry=registry, disabled_passes=disabled)
+            with _on_path(Path.cwd()):
+                compiled = compile_source(
+                    text, file, definitions=definitions, registry=registry, disabled_passes=disabled
+                )
         except ProgramError as error:
             raise ProgramError([*problems, *error.diagnostics]) from None
     if problems:

@@ -25,15 +25,20 @@ def connection_options(function):
         help="The workspace of the training (where .deepleaps/ is).",
     )(function)
     function = click.option("--token", help="The token (default: the workspace's token file).")(function)
+    function = click.option(
+        "--cafile",
+        type=click.Path(dir_okay=False),
+        help="The certificate to check a TLS server's against (default: the one the workspace's server names).",
+    )(function)
     function = click.option("--port", type=int, help="Default: from the workspace.")(function)
     return click.option("--host", help="Default: from the workspace.")(function)
 
 
 @contextmanager
-def _client(host, port, token, workspace) -> Iterator[Client]:
+def _client(host, port, token, workspace, cafile=None) -> Iterator[Client]:
     """A connected client; an unreachable training is an error message and exit status 1."""
     try:
-        client = Client(host, port, token, workspace=workspace).connect()
+        client = Client(host, port, token, workspace=workspace, cafile=cafile).connect()
     except ControlError as problem:
         click.echo(f"error: {problem}", err=True)
         sys.exit(PROGRAM_ERROR)
@@ -103,9 +108,9 @@ BASE = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON reply.")
 @BASE
 @connection_options
-def send(verb, payload, as_json, base, host, port, token, workspace):
+def send(verb, payload, as_json, base, host, port, token, cafile, workspace):
     """Send VERB PAYLOAD to the running training, e.g. `deepleaps send SET optimizer.lr 0.001`."""
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         _show(client.send(_versioned(verb, base), " ".join(payload)), as_json)
 
 
@@ -114,14 +119,14 @@ def send(verb, payload, as_json, base, host, port, token, workspace):
 @click.option("--json", "as_json", is_flag=True)
 @BASE
 @connection_options
-def apply(file, as_json, base, host, port, token, workspace):
+def apply(file, as_json, base, host, port, token, cafile, workspace):
     """Apply a whole edited program (.dl, or a command file's DEFAULT): the server diffs it.
 
     A file written by `deepleaps program` is applied only if the training is still at the
     version it was written at (its first line says which); --base N says another version."""
     text = _program_text(file)
     exported = exported_version(Path(file).read_text(encoding="utf-8"))
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         reply = client.send(_versioned("APPLY", base or exported), text)
     if not as_json and base is None and exported is not None and STALE in reply.get("message", ""):
         click.echo(_message(reply), err=True)
@@ -138,10 +143,10 @@ def apply(file, as_json, base, host, port, token, workspace):
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, writable=True), required=False)
 @connection_options
-def program(file, host, port, token, workspace):
+def program(file, host, port, token, cafile, workspace):
     """Write the running program to FILE (default: print it), headed by the version it is at,
     for an edit that `deepleaps apply FILE` sends back."""
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         reply = client.send("PROGRAM")
     if not reply.get("ok") or file is None:
         _show(reply, False)
@@ -159,10 +164,10 @@ def _versioned(verb: str, base: int | None) -> str:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the edit script as JSON (for PATCH).")
 @connection_options
-def diff(file, as_json, host, port, token, workspace):
+def diff(file, as_json, host, port, token, cafile, workspace):
     """Show what applying FILE would change in the running training (a dry run)."""
     text = _program_text(file)
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         reply = client.send("DIFF", text)
     if as_json and reply.get("ok"):
         click.echo(json.dumps(reply["script"], indent=2))
@@ -173,9 +178,9 @@ def diff(file, as_json, host, port, token, workspace):
 @click.command()
 @click.option("--watch", "-w", is_flag=True, help="Refresh every second until Ctrl-C.")
 @connection_options
-def status(watch, host, port, token, workspace):
+def status(watch, host, port, token, cafile, workspace):
     """The live program tree with counters, and the last loss."""
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         while True:
             reply = client.send("STATUS")
             data = reply.get("data") or {}
@@ -193,9 +198,9 @@ def status(watch, host, port, token, workspace):
 
 @click.command("client")
 @connection_options
-def interactive(host, port, token, workspace):
+def interactive(host, port, token, cafile, workspace):
     """An interactive prompt: type `VERB payload` lines, as with the seed's client."""
-    with _client(host, port, token, workspace) as client:
+    with _client(host, port, token, workspace, cafile) as client:
         while True:
             try:
                 line = input(":")

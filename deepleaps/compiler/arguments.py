@@ -16,6 +16,7 @@ import attrs
 from deepleaps.compiler.plan import Cycle, OnError, PlanNode
 from deepleaps.compiler.registry import CommandSpec, Registry, matches, type_name
 from deepleaps.lang.diagnostics import did_you_mean
+from deepleaps.workspace.confine import Confinement
 
 #: Keys that configure the node rather than its command.
 OPTION_KEYS = ("repeat", "finish", "run_cycle", "on_error")
@@ -54,19 +55,24 @@ def option_value(key: str, value: Any) -> Any:
     raise OptionError(f"'{key}' is not a node option ({', '.join(OPTION_KEYS)})")
 
 
-def argument_problem(spec: CommandSpec, node: str, key: str, value: Any) -> tuple[str, str | None] | None:
-    """Why ``key=value`` is not an argument of ``spec``'s command (message, hint), or None."""
+def argument_problem(
+    spec: CommandSpec, node: str, key: str, value: Any, confinement: Confinement
+) -> tuple[str, str | None] | None:
+    """Why ``key=value`` is not an argument of ``spec``'s command (message, hint), or None:
+    not one of its arguments, of the wrong type, or naming a class or file ``confinement`` refuses."""
     field = spec.fields.get(key)
-    if field is None:
-        if spec.extra_args:
-            return None
+    if field is None and not spec.extra_args:
         hint = did_you_mean(key, [*spec.fields, *OPTION_KEYS])
         return f"unknown argument '{key}' for {spec.name} (node '{node}')", hint
-    if field.type is not None and not matches(value, field.type):
+    if field is not None and field.type is not None and not matches(value, field.type):
         return (
             f"argument '{key}' of {spec.name} expects {type_name(field.type)}, got {type(value).__name__} {value!r}",
             None,
         )
+    for kind, written in spec.references(key, value):
+        problem = confinement.class_problem(written) if kind == "class" else confinement.path_problem(written, kind)
+        if problem is not None:
+            return f"{problem} (argument '{key}' of node '{node}')", None
     return None
 
 
@@ -75,7 +81,7 @@ def missing_arguments(spec: CommandSpec, args: Mapping[str, Any]) -> list[str]:
     return [name for name, field in spec.fields.items() if field.default is attrs.NOTHING and name not in args]
 
 
-def check_node(node: PlanNode, registry: Registry, fail: Fail) -> None:
+def check_node(node: PlanNode, registry: Registry, fail: Fail, confinement: Confinement) -> None:
     """A resolved node's class, kind and arguments, as the resolver checks them."""
     spec = registry.get(node.command)
     if spec is None:
@@ -88,7 +94,7 @@ def check_node(node: PlanNode, registry: Registry, fail: Fail) -> None:
     if node.kind is not spec.kind:
         fail(f"node '{node.name}' is a {node.kind.value}, but {spec.name} is a {spec.kind.value}", node.span)
     for key, value in node.args.items():
-        problem = argument_problem(spec, node.name, key, value)
+        problem = argument_problem(spec, node.name, key, value, confinement)
         if problem is not None:
             fail(problem[0], node.span, hint=problem[1])
     for name in missing_arguments(spec, node.args):

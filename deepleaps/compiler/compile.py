@@ -20,6 +20,7 @@ from deepleaps.compiler.registry import REGISTRY, Registry
 from deepleaps.compiler.resolve import Resolver
 from deepleaps.lang import ProgramError, SourceText, ast, parse
 from deepleaps.lang.programfile import Definition, ProgramFile, load_program_file, merge_loaded
+from deepleaps.workspace.confine import Confinement
 
 
 @attrs.frozen
@@ -62,6 +63,7 @@ def resolve(
     base: Plan | None = None,
     added_while_running: bool = False,
     known: Mapping[str, PlanNode] | None = None,
+    confinement: Confinement | None = None,
 ) -> Plan:
     """Resolve and check programs into an unoptimised plan (on top of ``base``, if given).
 
@@ -77,6 +79,7 @@ def resolve(
         base=base,
         added_while_running=added_while_running,
         known=known,
+        confinement=confinement,
     )[0]
 
 
@@ -90,6 +93,7 @@ def resolve_change(
     base: Plan | None = None,
     added_while_running: bool = False,
     known: Mapping[str, PlanNode] | None = None,
+    confinement: Confinement | None = None,
 ) -> tuple[Plan, frozenset[str]]:
     """:func:`resolve`, and the names of the nodes the programs made or named: on top of
     ``base``, the only ones that may differ from it. Only those are checked (the others
@@ -106,6 +110,7 @@ def resolve_change(
         base=base,
         added_while_running=added_while_running,
         known=known,
+        confinement=confinement,
     )
     with _collector_paused():
         for program in programs:
@@ -131,6 +136,7 @@ def compile_file(
     registry: Registry | None = None,
     roots: Sequence[Path] = (),
     disabled_passes: Iterable[str] = (),
+    confinement: Confinement | None = None,
 ) -> Compiled:
     """Compile a YAML command file's DEFAULT programs with its DEFINE entries
     (and those of the files its ``LOAD`` verb names).
@@ -148,6 +154,7 @@ def compile_file(
         registry=registry,
         sources=program_file.sources,
         roots=roots,
+        confinement=confinement,
     )
     return compile_plan(source, disabled_passes)
 

@@ -29,10 +29,16 @@ from deepleaps.compiler.passes.guards import always_true
 from deepleaps.compiler.plan import OnError, Plan, PlanNode, owned
 from deepleaps.compiler.registry import Registry
 from deepleaps.lang.diagnostics import SourceText
+from deepleaps.workspace.confine import Confinement
 
 
 def check_change(
-    before: Plan, after: Plan, changed: Iterable[str], registry: Registry, sources: Mapping[str, SourceText]
+    before: Plan,
+    after: Plan,
+    changed: Iterable[str],
+    registry: Registry,
+    sources: Mapping[str, SourceText],
+    confinement: Confinement,
 ) -> None:
     """The checks of ``after`` that :func:`~deepleaps.control.engine.check_program` makes and
     that a change of the ``changed`` nodes of ``before`` can fail: their arguments, kinds,
@@ -52,7 +58,7 @@ def check_change(
     ordered = sorted(names)
     check_plan(after, problems.fail, {}, ordered)
     for name in ordered:
-        check_node(after[name], registry, problems.fail)
+        check_node(after[name], registry, problems.fail, confinement)
     problems.raise_any()
 
 

@@ -22,7 +22,7 @@ import importlib
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol, TypeGuard
 
 import attrs
@@ -36,6 +36,15 @@ class NoArgs:
     """The schema of a command that takes no arguments."""
 
 
+#: What an argument names outside the program: ``("class", "torch.nn.Linear")``, ``("read", path)``
+#: or ``("write", path)``; the compiler confines each (:mod:`deepleaps.workspace.confine`).
+Reference = tuple[str, str]
+
+
+def no_references(key: str, value: Any) -> Iterator[Reference]:
+    return iter(())
+
+
 @attrs.frozen
 class CommandSpec:
     name: str
@@ -47,6 +56,8 @@ class CommandSpec:
     extra_args: bool = False
     #: Defaults of the node options for this command (repeat, finish …).
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    #: The classes and files an argument ``(key, value)`` names (a command's ``references``).
+    references: Callable[[str, Any], Iterable[Reference]] = no_references
 
     @property
     def fields(self) -> dict[str, attrs.Attribute]:
@@ -150,6 +161,7 @@ def spec_of(cls: type) -> CommandSpec:
         aliases=tuple(getattr(cls, "aliases", ())),
         extra_args=bool(getattr(cls, "extra_args", False)),
         defaults=dict(getattr(cls, "node_defaults", {})),
+        references=getattr(cls, "references", no_references),
     )
 
 

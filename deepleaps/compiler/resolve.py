@@ -26,6 +26,7 @@ from deepleaps.lang.ast import Span, python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, did_you_mean, error
 from deepleaps.lang.programfile import ArgsFile, Definition
 from deepleaps.lang.visitor import walk
+from deepleaps.workspace.confine import Confinement
 
 ROOT = "root"
 ROOT_COMMAND = "Graph"
@@ -64,6 +65,7 @@ class Resolver:
         added_while_running: bool = False,
         known: Mapping[str, PlanNode] | None = None,
         complete: bool = True,
+        confinement: Confinement | None = None,
     ):
         self.registry = registry
         #: Check that every node has its required arguments (off for a node taken alone).
@@ -72,6 +74,8 @@ class Resolver:
         self.sources = dict(sources)
         self.roots = tuple(roots)
         self.added_while_running = added_while_running
+        #: What classes and files arguments may name; by default, those of the first root as workspace.
+        self.confinement = confinement or Confinement(self.roots[0] if self.roots else Path.cwd())
         #: Nodes of the running program: named again, they keep their on_error default.
         self.known = known or {}
         self.base = base
@@ -313,6 +317,11 @@ class Resolver:
 
     def _load_args(self, args: ArgsFile) -> dict | None:
         if args.path not in self._args_cache:
+            refused = self.confinement.path_problem(args.path, "read")
+            if refused is not None:
+                self._fail(refused, args.span)
+                self._args_cache[args.path] = None
+                return None
             try:
                 self._args_cache[args.path] = args.load(self.roots, self.sources.get(args.span.file))
             except Exception as problem:  # a ProgramError, reported with the others
@@ -331,7 +340,7 @@ class Resolver:
             except OptionError as problem:
                 self._fail(str(problem), span)
             return
-        wrong = argument_problem(draft.spec, draft.name, key, value)
+        wrong = argument_problem(draft.spec, draft.name, key, value, self.confinement)
         if wrong is not None:
             self._fail(wrong[0], span, hint=wrong[1])
             return
@@ -392,6 +401,7 @@ def resolve_alone(
     *,
     sources: Mapping[str, SourceText] = {},
     roots: Sequence[Path] = (Path.cwd(),),
+    confinement: Confinement | None = None,
 ) -> PlanNode | None:
     """The node that ``node`` (a reference without children) is, alone under ``$root`` of an
     empty program: what its DEFINE entry or its class gives it and what it writes inline,
@@ -399,7 +409,7 @@ def resolve_alone(
 
     What the program printer compares a running node with, to write only what differs.
     """
-    resolver = Resolver(registry, definitions, sources=sources, roots=roots, complete=False)
+    resolver = Resolver(registry, definitions, sources=sources, roots=roots, complete=False, confinement=confinement)
     resolver.add_program(ast.Program([ast.Chain([node])]))
     name = node.label or node.name
     if resolver.problems or name not in resolver.drafts:

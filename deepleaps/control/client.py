@@ -9,13 +9,19 @@
 
 Host, port and token come from the workspace unless given: what the running
 server wrote in ``.deepleaps/`` or, before that, the ``COMMAND_CONTROLLER``
-section of ``resource/configs/default.yaml``.
+section of ``resource/configs/default.yaml``. A server that uses TLS is
+reached with it, its certificate checked against ``cafile`` (by default the
+certificate the server names). A server that is busy (too many clients) is
+asked again after a pause that doubles, for up to ``retry_for`` seconds.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import socket
+import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,8 @@ class Client:
         workspace: str | Path = ".",
         timeout: float | None = None,
         connect_timeout: float = 10.0,
+        cafile: str | Path | None = None,
+        retry_for: float = 30.0,
     ):
         workspace = Path(workspace).absolute()
         info, found_in = _read_info(workspace)
@@ -62,17 +70,60 @@ class Client:
         #: How long to wait for a reply; None: until the change is applied (the next safe point).
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        cafile = cafile or info.get("tls_cert")
+        self._tls = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+        #: How long a busy server is asked again.
+        self.retry_for = retry_for
         self._socket: socket.socket | None = None
 
     def connect(self) -> Client:
-        """Connect and send HELLO. Without a token, or refused at the address the
-        workspace gave, no training runs there: the error says what was looked at."""
+        """Connect and send HELLO, again after a pause while the server is busy. Without a
+        token, or refused at the address the workspace gave, no training runs there: the
+        error says what was looked at."""
         if self._unreadable is not None:
             raise ControlError(self._unreadable)
         if self.token is None:
             raise ControlError(f"no training is running in this workspace (looked for {self._looked_for})")
+        for pause in self._pauses():
+            self._open()
+            try:
+                reply = self._exchange(f"HELLO {self.token}")
+            except ControlError:  # closed before it answered: it made way for newer connections
+                reply = {"ok": False, "busy": True, "message": "the server closed the connection"}
+            if reply.get("ok"):
+                return self
+            self.close()
+            if not reply.get("busy") or pause is None:
+                raise ControlError(reply.get("message", "HELLO refused"))
+            time.sleep(pause)
+        raise AssertionError("unreachable: the last pause is None")
+
+    def send(self, verb: str, payload: str = "") -> dict[str, Any]:
+        """Send ``VERB payload``; the JSON reply once the change is applied or rejected
+        (sent again, on a new connection, while the server answers that it is busy)."""
+        text = f"{verb} {payload}" if payload else verb
+        for pause in self._pauses():
+            if self._socket is None:
+                self.connect()
+            reply = self._exchange(text)
+            if not reply.get("busy") or pause is None:
+                return reply
+            self.close()  # a busy server closes the connection
+            time.sleep(pause)
+        raise AssertionError("unreachable: the last pause is None")
+
+    def _pauses(self):
+        """Pauses between tries, doubling from 50 ms to 2 s with a little jitter; None after ``retry_for``."""
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.05
+        while time.monotonic() + pause < deadline:
+            yield pause * random.uniform(0.5, 1.0)
+            pause = min(pause * 2, 2.0)
+        yield None
+
+    def _open(self) -> None:
         try:
-            self._socket = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            plain = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
         except OSError as problem:
             if isinstance(problem, ConnectionRefusedError) and self._address_from is not None:
                 raise ControlError(
@@ -80,18 +131,17 @@ class Client:
                     f"(nothing answers at {self.host}:{self.port}, the address in {self._address_from})"
                 ) from None
             raise ControlError(f"cannot reach the training at {self.host}:{self.port}: {problem}") from None
-        reply = self.send("HELLO", self.token)
-        if not reply.get("ok"):
-            self.close()
-            raise ControlError(reply.get("message", "HELLO refused"))
-        return self
+        if self._tls is None:
+            self._socket = plain
+            return
+        try:
+            self._socket = self._tls.wrap_socket(plain, server_hostname=self.host)
+        except (OSError, ssl.SSLError) as problem:
+            plain.close()
+            raise ControlError(f"TLS with the training at {self.host}:{self.port} failed: {problem}") from None
 
-    def send(self, verb: str, payload: str = "") -> dict[str, Any]:
-        """Send ``VERB payload``; the JSON reply once the change is applied or rejected."""
-        if self._socket is None:
-            self.connect()
+    def _exchange(self, text: str) -> dict[str, Any]:
         assert self._socket is not None  # connect() leaves one open or raises
-        text = f"{verb} {payload}" if payload else verb
         try:
             write_frame(self._socket, text.encode("utf-8"))
             frame = read_frame(self._socket, max_size=1 << 30, idle_timeout=self.timeout, read_timeout=60.0)

@@ -41,6 +41,7 @@ from deepleaps.lang import ProgramError
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, error
 from deepleaps.lang.programfile import Definition, Override
 from deepleaps.runtime.interpreter import Interpreter
+from deepleaps.workspace.confine import Confinement
 
 log = logging.getLogger("deepleaps.control")
 
@@ -66,7 +67,7 @@ def _when_durable(reply: Reply, done: Future) -> Reply:
     return attrs.evolve(reply, message=f"{reply.message} (the journal could not be synced: {describe(problem)})")
 
 
-def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceText]) -> None:
+def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceText], confinement: Confinement) -> None:
     """The whole-program checks the compiler runs, on a source plan reached by another path
     (a patch, a replayed journal, a checkpoint).
 
@@ -76,11 +77,13 @@ def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceTe
     problems = Problems(sources)
     check_plan(plan, problems.fail, {})
     for node in plan.nodes.values():
-        check_node(node, registry, problems.fail)
+        check_node(node, registry, problems.fail, confinement)
     problems.raise_any()
 
 
-def restore_program(saved: Mapping[str, Any], registry: Registry, overrides: Sequence[Override] = ()) -> Plan:
+def restore_program(
+    saved: Mapping[str, Any], registry: Registry, confinement: Confinement, overrides: Sequence[Override] = ()
+) -> Plan:
     """The source plan a checkpoint kept (see :meth:`Controller.saved`) with ``deepleaps run
     --set`` overrides of its nodes' arguments, checked.
 
@@ -98,7 +101,7 @@ def restore_program(saved: Mapping[str, Any], registry: Registry, overrides: Seq
             ]
         )
     plan = editscript.apply(plan, [editscript.SetArgument(o.node, o.key, o.value) for o in overrides])
-    check_program(plan, registry, {override.source.name: override.source for override in overrides})
+    check_program(plan, registry, {override.source.name: override.source for override in overrides}, confinement)
     return plan
 
 
@@ -120,6 +123,8 @@ class Program(Protocol):
     def sources(self) -> Mapping[str, SourceText]: ...
     @property
     def roots(self) -> tuple[Path, ...]: ...
+    @property
+    def confinement(self) -> Confinement: ...
 
 
 @attrs.frozen
@@ -134,6 +139,7 @@ class Snapshot:
     definitions: Mapping[str, Definition]
     sources: Mapping[str, SourceText]
     roots: tuple[Path, ...]
+    confinement: Confinement
 
 
 @attrs.frozen
@@ -162,7 +168,7 @@ def prepare(program: Program, script: editscript.EditScript) -> Prepared:
     changed = editscript.changed(before, script)
     if not editscript.diff(before, after, among=changed):
         return Prepared(*at, script)
-    check_change(before, after, changed, program.registry, program.sources)
+    check_change(before, after, changed, program.registry, program.sources, program.confinement)
     return Prepared(*at, script, after, compile_change(Compiled(before, program.compiled), after, changed))
 
 
@@ -210,6 +216,7 @@ class Controller:
         journal: Journal | None = None,
         workspace: Path | None = None,
         allow_external_modules: bool = False,
+        confinement: Confinement | None = None,
         replay: Sequence[Mapping[str, Any]] = (),
         restored: Mapping[str, Any] | None = None,
         journaled_ids: Sequence[int] = (),
@@ -228,6 +235,8 @@ class Controller:
         self.journal = journal
         self.workspace = workspace
         self.allow_external_modules = allow_external_modules
+        #: What the program's classes and files may reach (docs/security.md).
+        self.confinement = confinement or Confinement(workspace or Path.cwd(), external_modules=allow_external_modules)
         self.version = int(restored["version"]) if restored else 1
         self.history: list[Applied] = []
         #: The text of each module version a reload loaded, by module name: checkpoints keep
@@ -312,6 +321,7 @@ class Controller:
                 dict(self.definitions),
                 dict(self.sources),
                 self.roots,
+                self.confinement,
             )
 
     def _prepare(self, request: _Request) -> Prepared | None:

@@ -26,6 +26,7 @@ from deepleaps.control.identity import generated_base
 from deepleaps.lang import ast, format_program
 from deepleaps.lang.diagnostics import SourceText
 from deepleaps.lang.programfile import Definition
+from deepleaps.workspace.confine import Confinement
 
 _VERSION = re.compile(r"#\s*version ([0-9]+) of the running program\b")
 
@@ -54,6 +55,8 @@ class ProgramWriter:
     definitions: Mapping[str, Definition]
     sources: Mapping[str, SourceText] = attrs.Factory(dict)
     roots: Sequence[Path] = (Path.cwd(),)
+    #: The classes and files the program may name (by default, those of the first root's workspace).
+    confinement: Confinement | None = None
 
     def text(self, plan: Plan, version: int) -> str:
         """The program text of ``plan``, its first line the header that records ``version``."""
@@ -75,7 +78,14 @@ class ProgramWriter:
             candidates.append(ast.Node(ast.NodeKind.DEFINE, base, label=node.name))
         candidates.append(ast.Node(ast.NodeKind.CLASS, node.command, label=node.name))
         for head in candidates:
-            start = resolve_alone(head, self.registry, self.definitions, sources=self.sources, roots=self.roots)
+            start = resolve_alone(
+                head,
+                self.registry,
+                self.definitions,
+                sources=self.sources,
+                roots=self.roots,
+                confinement=self.confinement,
+            )
             if start is None or start.command != node.command:
                 continue
             given = plain_arguments(start)

@@ -300,7 +300,9 @@ def _prepare(controller: Controller, name: str, module: types.ModuleType, stage:
             gone.append(Diagnostic(f"node '{user}' runs {command}, which the new {name} does not define"))
     if gone:
         raise ProgramError(gone)
-    check_program(controller.source, registry, controller.sources)  # the running nodes' arguments against the new Args
+    check_program(
+        controller.source, registry, controller.sources, controller.confinement
+    )  # the running nodes' arguments against the new Args
     prepared = _Prepared()
     stage.now = "rebuilding its nodes"
     prepared.built = interpreter.build(plan, rebuild=users)

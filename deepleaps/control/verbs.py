@@ -7,12 +7,10 @@ payload) -> Reply`` run on the caller's thread and change nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deepleaps.compiler import PlanNode, resolve_change
@@ -21,12 +19,13 @@ from deepleaps.compiler.views import plan_tree
 from deepleaps.control import editscript, reload
 from deepleaps.control.identity import match_identities, written_names
 from deepleaps.control.program_text import ProgramWriter
-from deepleaps.control.replies import Reply, failure, stale
+from deepleaps.control.replies import Reply, cut, failure, stale
 from deepleaps.lang import ProgramError, ast, parse, parse_value
 from deepleaps.lang.ast import python_value
 from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, did_you_mean
 from deepleaps.lang.programfile import load_program_file
 from deepleaps.train import settable
+from deepleaps.workspace.confine import check_module
 
 if TYPE_CHECKING:
     from deepleaps.control.engine import Controller, Program
@@ -61,6 +60,7 @@ def _resolve(controller: Program, text: str, verb: str, *, base: bool, program: 
         base=controller.source if base else None,
         added_while_running=True,
         known=controller.source.nodes,
+        confinement=controller.confinement,
     )
 
 
@@ -342,29 +342,13 @@ def stop(controller: Controller, payload: str, node: PlanNode) -> Reply:
 # ---- code ---------------------------------------------------------------------------
 
 
-def _check_module(controller: Controller, module: str) -> None:
-    if controller.allow_external_modules or controller.workspace is None:
-        return
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        raise ProgramError([Diagnostic(f"no module named '{module}'")])
-    origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
-    if origin is None or not origin.is_relative_to(controller.workspace.resolve()):
-        raise ProgramError(
-            [Diagnostic(f"module '{module}' is not in the workspace; set COMMAND_CONTROLLER.allow_external_modules")]
-        )
-
-
 def import_module(controller: Controller, payload: str, node: PlanNode, verb: str = "IMPORT_MODULE") -> Reply:
     """``IMPORT_MODULE src.ipc.CustomCommand``: register the commands a module defines;
     ``RELOAD_MODULE``: load it again (:mod:`deepleaps.control.reload`)."""
     module = payload.strip()
     if not all(part.isidentifier() for part in module.split(".")):
         raise ProgramError([Diagnostic(f"{verb} takes a module name such as src.ipc.CustomCommand, not {module!r}")])
-    _check_module(controller, module)
+    check_module(module, controller.workspace, controller.allow_external_modules)
     return reload.load(controller, verb, module, node)
 
 
@@ -377,13 +361,21 @@ def reload_module(controller: Controller, payload: str, node: PlanNode) -> Reply
 
 
 def load(controller: Controller, payload: str, node: PlanNode) -> Reply:
-    """``LOAD path.yaml``: add the DEFINE entries of another command file."""
-    if "\0" in payload:
-        raise ProgramError([Diagnostic(f"LOAD takes the path of a command file, not {payload.strip()!r}")])
-    path = Path(payload.strip())
-    if not path.is_absolute() and controller.workspace is not None:
-        path = controller.workspace / path
-    program_file = load_program_file(path)
+    """``LOAD path.yaml``: add the DEFINE entries of another command file, a YAML file in the
+    workspace or the run directories. A file that is not one is refused without a word of its content."""
+    written = payload.strip()
+    if "\0" in payload or not written.endswith((".yaml", ".yml")):
+        why = f"LOAD takes the path of a command file, not {cut(written, 200)!r}: a .yaml or .yml file"
+        raise ProgramError([Diagnostic(why)])
+    path = controller.confinement.readable(written)
+    if not path.is_file():
+        raise ProgramError([Diagnostic(f"LOAD: no command file '{cut(written, 200)}'")])
+    try:
+        program_file = load_program_file(path)
+    except ProgramError as problem:
+        where = [f"line {d.span.line}, column {d.span.column}" for d in problem.diagnostics if d.span is not None]
+        at = f" ({where[0]})" if where else ""
+        raise ProgramError([Diagnostic(f"LOAD: '{cut(written, 200)}' is not a command file{at}")]) from None
     controller.definitions.update(program_file.definitions)
     controller.sources[program_file.source.name] = program_file.source
     return Reply(
@@ -426,7 +418,9 @@ def dot(controller: Controller, payload: str = "") -> Reply:
 def program(controller: Controller, payload: str, node: PlanNode) -> Reply:
     """``PROGRAM``: the running program as program text, its first line the version it is at.
     Queued: at a safe point the program and its version are read together."""
-    writer = ProgramWriter(controller.registry, controller.definitions, controller.sources, controller.roots)
+    writer = ProgramWriter(
+        controller.registry, controller.definitions, controller.sources, controller.roots, controller.confinement
+    )
     text = writer.text(controller.source, controller.version)
     return Reply(True, "PROGRAM", text, controller.version, data=text)
 

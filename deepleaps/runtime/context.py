@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from deepleaps.lang.ast import Variable
+from deepleaps.workspace.confine import Confinement
 
 if TYPE_CHECKING:
     from deepleaps.compiler.plan import PlanNode
@@ -30,6 +31,8 @@ class Context:
         self.node: PlanNode | None = None
         self.sample: Any = None
         self.container: Any = None
+        #: What commands may read, write and import (the run's settings replace it).
+        self.confinement = Confinement(self.variables.get("workspace", "."), run_dir=self.variables.get("base"))
 
     def counters(self, name: str):
         """The counters (``step``, ``total_step``, ``epoch``) of node ``name``."""

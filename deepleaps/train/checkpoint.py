@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Mapping
@@ -19,6 +20,9 @@ from typing import Any
 
 import attrs
 import torch
+
+from deepleaps.lang.diagnostics import Diagnostic, ProgramError
+from deepleaps.workspace.confine import PICKLE_SETTING
 
 META = "ckp.meta"
 FOLDER = "checkpoints"
@@ -67,7 +71,9 @@ def rng_state() -> dict[str, Any]:
     try:
         import numpy
 
-        state["numpy"] = numpy.random.get_state()
+        name, keys, position, has_gauss, gauss = numpy.random.get_state(legacy=True)
+        # Plain values: a checkpoint loads without unpickling a numpy array.
+        state["numpy"] = [name, numpy.asarray(keys).tolist(), position, has_gauss, gauss]
     except ImportError:
         pass
     return state
@@ -81,7 +87,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     if "numpy" in state:
         import numpy
 
-        numpy.random.set_state(state["numpy"])
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        numpy.random.set_state((name, numpy.asarray(keys, dtype=numpy.uint32), position, has_gauss, gauss))
 
 
 class CheckpointStore:
@@ -127,6 +134,26 @@ class CheckpointStore:
                 leftover.unlink(missing_ok=True)
 
     @staticmethod
-    def load(ref: CheckpointRef | Path | str, map_location: Any = "cpu") -> dict[str, Any]:
+    def load(
+        ref: CheckpointRef | Path | str, map_location: Any = "cpu", *, allow_pickle: bool = False
+    ) -> dict[str, Any]:
+        """A checkpoint's payload: tensors, state dicts and plain values only (``torch.load(weights_only=True)``,
+        which runs no code); any pickled object only with ``allow_pickle``.
+
+        Raises:
+            ProgramError: the file holds other objects, and ``allow_pickle`` is off.
+        """
         path = ref.path if isinstance(ref, CheckpointRef) else Path(ref)
-        return torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=not allow_pickle)
+        except pickle.UnpicklingError as problem:
+            if allow_pickle or "Unsupported global" not in str(problem):  # else: a damaged file
+                raise
+            raise ProgramError(
+                [
+                    Diagnostic(
+                        f"'{path}' holds more than tensors, state dicts and plain values; loading it could run "
+                        f"any code it holds: set {PICKLE_SETTING} to load it anyway"
+                    )
+                ]
+            ) from None

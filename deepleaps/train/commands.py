@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -13,13 +14,25 @@ import attrs
 import torch
 
 from deepleaps.compiler.plan import Kind
+from deepleaps.compiler.registry import Reference
 from deepleaps.runtime.command import Command, command
 from deepleaps.runtime.context import Context
 from deepleaps.train.checkpoint import CheckpointRef, CheckpointStore, rng_state
-from deepleaps.train.container import ConfigError, TrainerContainer, import_object
+from deepleaps.train.container import ConfigError, TrainerContainer
+from deepleaps.train.container import references as container_references
 from deepleaps.train.progress import Progress
 
 log = logging.getLogger("deepleaps.train")
+
+
+def path_arguments(**modes: str) -> Callable[[str, Any], Iterator[Reference]]:
+    """A command's ``references``: its arguments ``modes`` names are paths to "read" or "write"."""
+
+    def references(key: str, value: Any) -> Iterator[Reference]:
+        if key in modes and isinstance(value, str):
+            yield modes[key], value
+
+    return references
 
 
 def container_of(ctx: Context) -> TrainerContainer:
@@ -36,14 +49,16 @@ class TrainerContainerLoaderCommand(Command):
     kind = Kind.LEAF
     extra_args = True
     node_defaults = MappingProxyType({"finish": True})
+    references = staticmethod(container_references)
 
     def run(self, ctx: Context) -> None:
         config = ctx.resolve(self.extra)
-        cls = import_object(config.pop("container")) if "container" in config else TrainerContainer
+        confinement = ctx.confinement
+        cls = confinement.load_class(config.pop("container")) if "container" in config else TrainerContainer
         if not (isinstance(cls, type) and issubclass(cls, TrainerContainer)):
             raise ConfigError(f"'container' must name a TrainerContainer subclass, got {cls!r}")
         root = Path(ctx.variables.get("workspace", "."))
-        ctx.container = cls(config, root)
+        ctx.container = cls(config, root, confinement=confinement)
         ctx.variables["main"] = ctx.container
 
 
@@ -57,12 +72,15 @@ class _ModuleCommand(Command):
     kind = Kind.LEAF
     Args = _ModuleArgs
     extra_args = True  # per-module options: MODEL: {file_name: $latest.id, ...}
+    #: Whether the command reads or writes the checkpoints of ``base_path``.
+    mode = "read"
 
     def store(self, ctx: Context) -> CheckpointStore:
         base = self.args.base_path if self.args.base_path is not None else ctx.variables.get("base")
         if base is None:
             raise RuntimeError("no base_path and no $base: where are checkpoints kept?")
-        return CheckpointStore(base)
+        confinement = ctx.confinement
+        return CheckpointStore(confinement.writable(base) if self.mode == "write" else confinement.readable(base))
 
     def modules(self, ctx: Context) -> dict[str, Any]:
         modules = container_of(ctx).modules
@@ -79,6 +97,13 @@ class ModuleLoadClass(_ModuleCommand):
     name = "ModuleLoadClass"
     aliases = ("ModuleLoadCommand",)
 
+    @staticmethod
+    def references(key: str, value: Any) -> Iterator[Reference]:
+        if key == "base_path" and isinstance(value, str):
+            yield "read", value
+        elif isinstance(value, Mapping) and isinstance(value.get("file_name"), str):
+            yield "read", value["file_name"]
+
     def run(self, ctx: Context) -> None:
         store = self.store(ctx)
         options = ctx.resolve(self.extra)
@@ -90,19 +115,22 @@ class ModuleLoadClass(_ModuleCommand):
                 continue
             path = self._checkpoint_path(ctx, store, str(file_name))
             if payload is None or payload.get("_path") != path:
-                payload = {**CheckpointStore.load(path, map_location=container_of(ctx).device), "_path": path}
+                loaded = CheckpointStore.load(path, container_of(ctx).device, allow_pickle=ctx.confinement.pickle)
+                payload = {**loaded, "_path": path}
             module.load_state_dict(payload["modules"][name])
             log.info("%s: loaded %s from %s", self.node.name, name, path)
 
     @staticmethod
     def _checkpoint_path(ctx: Context, store: CheckpointStore, file_name: str) -> Path:
-        """A file, the checkpoint ``$latest`` names (finetuning: another run's), or an id in ``store``."""
-        if Path(file_name).is_file():
-            return Path(file_name)
+        """A file (relative to the workspace), the checkpoint ``$latest`` names (finetuning: another
+        run's), or an id in ``store``; each where the run may read."""
+        named = ctx.confinement.readable(file_name)
+        if named.is_file():
+            return named
         latest = ctx.variables.get("latest")
         if isinstance(latest, CheckpointRef) and latest.id == file_name:
             return latest.path
-        return store.path_of(file_name)
+        return ctx.confinement.readable(store.path_of(file_name))
 
 
 @command
@@ -111,6 +139,8 @@ class ModuleSaveClass(_ModuleCommand):
 
     name = "ModuleSaveClass"
     aliases = ("ModuleSaveCommand",)
+    mode = "write"
+    references = staticmethod(path_arguments(base_path="write"))
 
     def run(self, ctx: Context) -> None:
         ref = save_checkpoint(ctx, self.modules(ctx), self.store(ctx))
@@ -252,6 +282,7 @@ class LogMetricsCommand(Command):
 
     name = "LogMetricsCommand"
     kind = Kind.LEAF
+    references = staticmethod(path_arguments(file="write"))
 
     @attrs.frozen
     class Args:
@@ -272,7 +303,7 @@ class LogMetricsCommand(Command):
             "lr": container.optimizer.param_groups[0]["lr"],
             **container.metrics,
         }
-        self._append(Path(ctx.variables.get("base", ".")) / self.args.file, row)
+        self._append(ctx.confinement.writable(Path(ctx.variables.get("base", ".")) / self.args.file), row)
         self._tensorboard(ctx, row)
 
     def _append(self, path: Path, row: dict) -> None:
@@ -318,6 +349,7 @@ class SaveImageGridCommand(Command):
     name = "SaveImageGridCommand"
     kind = Kind.LEAF
     aliases = ("ImageGridCommand",)
+    references = staticmethod(path_arguments(folder="write"))
 
     @attrs.frozen
     class Args:
@@ -331,6 +363,6 @@ class SaveImageGridCommand(Command):
         container = container_of(ctx)
         inputs, outputs, targets = container.forward(container.sample)
         counters = ctx.counters(self.node.name)
-        folder = Path(ctx.variables.get("base", ".")) / self.args.folder
+        folder = ctx.confinement.writable(Path(ctx.variables.get("base", ".")) / self.args.folder)
         path = folder / f"{self.node.name}-{counters.total_step:06d}.png"
         save_grid(path, inputs[: self.args.count], outputs[: self.args.count], targets[: self.args.count])

@@ -21,9 +21,8 @@ Any value may instead be the path of a YAML file holding it.
 
 from __future__ import annotations
 
-import importlib
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,10 +30,12 @@ import attrs
 import torch
 from torch.utils.data import DataLoader
 
+from deepleaps.compiler.registry import Reference
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 from deepleaps.lang.programfile import load_yaml
 from deepleaps.train import transforms
 from deepleaps.train.settable import Check, number
+from deepleaps.workspace.confine import Confinement
 
 
 class ConfigError(ProgramError):
@@ -44,48 +45,75 @@ class ConfigError(ProgramError):
         super().__init__([Diagnostic(message)])
 
 
-def import_object(path: str, *, default_module: Any = None) -> Any:
-    """``package.module.Name`` → the object; a bare ``Name`` is looked up in ``default_module``."""
-    if "." not in path:
-        if default_module is not None and hasattr(default_module, path):
-            return getattr(default_module, path)
-        raise ConfigError(f"'{path}' is neither a module path nor a name in {getattr(default_module, '__name__', '?')}")
-    module_name, _, name = path.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"cannot import '{module_name}' (for '{path}'): {error}") from None
-    if not hasattr(module, name):
-        raise ConfigError(f"module '{module_name}' has no '{name}'")
-    return getattr(module, name)
+#: What a value naming a file of settings ends with.
+YAML = (".yaml", ".yml")
 
 
-def expand(value: Any, root: Path) -> Any:
-    """A string naming an existing YAML file is replaced by the file's content."""
-    if isinstance(value, str) and value.endswith((".yaml", ".yml")):
-        path = Path(value) if Path(value).is_absolute() else root / value
+def expand(value: Any, confinement: Confinement) -> Any:
+    """A string naming a YAML file (relative to the workspace) is replaced by the file's content.
+
+    Raises:
+        ProgramError: the file is outside what ``confinement`` lets the run read.
+    """
+    if isinstance(value, str) and value.endswith(YAML):
+        path = confinement.readable(value)
         if path.is_file():
             return load_yaml(path).data
     return value
 
 
-def build(spec: Any, root: Path, *, default_module: Any = None, **extra: Any) -> Any:
-    """``{class|name: X, args: {...}, ...}`` → ``X(**args, **rest, **extra)``."""
-    spec = expand(spec, root)
+def build(spec: Any, confinement: Confinement, *, default_module: Any = None, **extra: Any) -> Any:
+    """``{class|name: X, args: {...}, ...}`` → ``X(**args, **rest, **extra)``; ``X`` as
+    :meth:`Confinement.load_class` allows it."""
+    spec = expand(spec, confinement)
     if isinstance(spec, str):
         spec = {"class": spec}
     if not isinstance(spec, Mapping):
         raise ConfigError(f"expected a mapping with 'class' or 'name', got {spec!r}")
     spec = dict(spec)
     target = spec.pop("class", None) or spec.pop("name", None)
-    if target is None:
+    if not isinstance(target, str):
         raise ConfigError(f"no 'class' or 'name' in {spec!r}")
-    factory = import_object(target, default_module=default_module)
-    kwargs = {**dict(expand(spec.pop("args", {}), root) or {}), **spec, **extra}
+    factory = confinement.load_class(target, default_module)
+    kwargs = {**dict(expand(spec.pop("args", {}), confinement) or {}), **spec, **extra}
     try:
         return factory(**kwargs)
     except TypeError as error:
         raise ConfigError(f"cannot build {target}: {error}") from None
+
+
+def references(key: str, value: Any) -> Iterator[Reference]:
+    """The classes and files the configuration entry ``key: value`` names, as :class:`TrainerContainer`
+    reads them: what the compiler confines before the container is built."""
+    if key == "container" and isinstance(value, str):
+        yield "class", value
+    elif key in ("model", "optimizer", "loss"):
+        yield from _spec_references(value)
+    elif key == "data":
+        entries = value.values() if isinstance(value, Mapping) else [value]
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                yield from _file_references(entry)
+                continue
+            steps = entry.get("transform")
+            for spec in [entry.get("dataset"), *(steps if isinstance(steps, list) else [steps])]:
+                yield from _spec_references(spec)
+            yield from _file_references(entry.get("loader"))
+
+
+def _spec_references(spec: Any) -> Iterator[Reference]:
+    if isinstance(spec, str):
+        yield ("read", spec) if spec.endswith(YAML) else ("class", spec)
+    elif isinstance(spec, Mapping):
+        target = spec.get("class") or spec.get("name")
+        if isinstance(target, str):
+            yield "class", target
+        yield from _file_references(spec.get("args"))
+
+
+def _file_references(value: Any) -> Iterator[Reference]:
+    if isinstance(value, str) and value.endswith(YAML):
+        yield "read", value
 
 
 def choose_device(name: str | None) -> torch.device:
@@ -119,17 +147,19 @@ class TrainerContainer:
     #: declares more: ``settable = {**TrainerContainer.settable, "clip": number(above=0)}``.
     settable: ClassVar[Mapping[str, Check]] = {"loss.label_smoothing": number(at_least=0, at_most=1)}
 
-    def __init__(self, config: Mapping[str, Any], root: Path | str = "."):
+    def __init__(self, config: Mapping[str, Any], root: Path | str = ".", *, confinement: Confinement | None = None):
         self.config = dict(config)
         self.root = Path(root)
+        #: The classes and files the configuration may name: by default, ``root``'s code and the framework's.
+        self.confinement = confinement or Confinement(self.root)
         self.device = choose_device(self.config.get("device"))
         self._on_cpu = self.device.type == "cpu"
         if "seed" in self.config:
             seed_everything(int(self.config["seed"]))
-        self.model: torch.nn.Module = build(self.config["model"], self.root).to(self.device)
+        self.model: torch.nn.Module = build(self.config["model"], self.confinement).to(self.device)
         self.optimizer = self._optimizer(self.config.get("optimizer", {"name": "Adam", "lr": 1e-3}))
-        self.loss = build(self.config.get("loss", "CrossEntropyLoss"), self.root, default_module=torch.nn)
-        self.data_config: dict[str, Any] = dict(expand(self.config.get("data", {}), self.root) or {})
+        self.loss = build(self.config.get("loss", "CrossEntropyLoss"), self.confinement, default_module=torch.nn)
+        self.data_config: dict[str, Any] = dict(expand(self.config.get("data", {}), self.confinement) or {})
         self._loaders: dict[str, DataLoader] = {}
         self.sample: Any = None
         #: The last batch a loader gave (``sample`` is None between epochs): what a reload tries.
@@ -138,7 +168,7 @@ class TrainerContainer:
         self.metrics: dict[str, float] = {}
 
     def _optimizer(self, spec: Any) -> torch.optim.Optimizer:
-        return build(spec, self.root, default_module=torch.optim, params=self.model.parameters())
+        return build(spec, self.confinement, default_module=torch.optim, params=self.model.parameters())
 
     @property
     def modules(self) -> dict[str, Any]:
@@ -150,7 +180,7 @@ class TrainerContainer:
         if name not in self.data_config:
             known = ", ".join(self.data_config) or "none"
             raise ConfigError(f"no data set '{name}' in the trainer configuration (known: {known})")
-        return dict(expand(self.data_config[name].get("loader", {}), self.root) or {})
+        return dict(expand(self.data_config[name].get("loader", {}), self.confinement) or {})
 
     def dataloader(self, name: str, **overrides: Any) -> DataLoader:
         """The DataLoader of data set ``name``, rebuilt when ``overrides`` change its settings."""
@@ -161,12 +191,12 @@ class TrainerContainer:
         entry = self.data_config[name]
         extra = {}
         if entry.get("transform"):
-            steps = expand(entry["transform"], self.root)
+            steps = expand(entry["transform"], self.confinement)
             steps = steps if isinstance(steps, list) else [steps]
             extra["transform"] = transforms.Compose(
-                [build(step, self.root, default_module=transforms) for step in steps]
+                [build(step, self.confinement, default_module=transforms) for step in steps]
             )
-        dataset = build(entry["dataset"], self.root, **extra)
+        dataset = build(entry["dataset"], self.confinement, **extra)
         loader = DataLoader(dataset, **settings)
         loader._deepleaps_settings = settings
         self._loaders[name] = loader
@@ -261,7 +291,7 @@ def rebuilt_model(container: TrainerContainer) -> ModelSwap:
     frozen parameters; the optimizer goes on with the state of every parameter that carried
     over and takes the new ones in its first param group (docs/design.md §7)."""
     old = container.model
-    new = build(container.config["model"], container.root).to(container.device)
+    new = build(container.config["model"], container.confinement).to(container.device)
     old_modules = dict(old.named_modules())
     for name, module in new.named_modules():
         module.training = old_modules[name].training if name in old_modules else old.training
