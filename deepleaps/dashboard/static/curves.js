@@ -43,8 +43,8 @@ function make(file, column) {
   box.appendChild(wrapper);
   const chart = { wrapper, zoomed: false };
   const options = {
-    width: Math.max(280, box.clientWidth - 8),
-    height: 160,
+    width: Math.max(280, wrapper.clientWidth),
+    height: 150,
     legend: { show: true },
     scales: { x: { time: false } },
     series: [{ label: "total_step" }, { label: column, stroke: column.includes("loss") ? "#cf222e" : "#0969da", width: 1.5 }],

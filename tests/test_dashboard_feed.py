@@ -1,0 +1,65 @@
+"""What the dashboard reads and accepts, without a browser: file tails, settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepleaps.dashboard.settings import DashboardSettings
+from deepleaps.dashboard.tail import CsvTail, JournalTail
+from deepleaps.lang import ProgramError
+
+
+def test_a_csv_tail_reads_complete_rows_once_and_starts_over_when_the_header_widens(tmp_path):
+    path = tmp_path / "metrics.csv"
+    tail = CsvTail(path)
+    assert tail.read() == (False, [])  # not written yet
+    path.write_text("step,total_step,loss\n1,1,0.5\n2,2,0.4\n3,3,0.")
+    assert tail.read() == (True, [[1.0, 1.0, 0.5], [2.0, 2.0, 0.4]])  # the torn last row waits
+    assert tail.columns == ["step", "total_step", "loss"]
+    with path.open("a") as file:
+        file.write("3\n")
+    assert tail.read() == (False, [[3.0, 3.0, 0.3]])
+    assert tail.read() == (False, [])
+    # LogMetricsCommand rewrites the file with a wider header when a metric appears.
+    path.write_text("step,total_step,loss,valid_accuracy\n1,1,0.5,\n2,2,0.4,0.75\n")
+    assert tail.read() == (True, [[1.0, 1.0, 0.5, None], [2.0, 2.0, 0.4, 0.75]])
+    assert tail.columns[-1] == "valid_accuracy"
+
+
+def test_a_journal_tail_reads_each_entry_once(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    tail = JournalTail(path)
+    assert tail.read() == []
+    path.write_text(json.dumps({"id": 1}) + "\n" + '{"id": ')
+    assert tail.read() == [{"id": 1}]
+    with path.open("a") as file:
+        file.write("2}\n")
+    assert tail.read() == [{"id": 2}]
+    assert tail.read() == []
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            {"host": "0.0.0.0"},
+            "the dashboard serves loopback addresses only, not '0.0.0.0'; set DASHBOARD.allow_remote",
+        ),
+        (
+            {"intervall": 2},
+            "unknown DASHBOARD setting intervall; settings are allow_remote, host, interval, max_points, port",
+        ),
+        ({"interval": 0}, "DASHBOARD.interval must be above 0 and DASHBOARD.max_points at least 1"),
+    ],
+)
+def test_settings_are_checked_and_each_limit_names_its_setting(section, message):
+    with pytest.raises(ProgramError) as refused:
+        DashboardSettings.from_section(section)
+    assert message in str(refused.value)
+
+
+def test_a_remote_address_needs_allow_remote():
+    assert DashboardSettings.from_section({"host": "0.0.0.0", "allow_remote": True}).host == "0.0.0.0"
+    assert DashboardSettings.from_section(None, port=8123).port == 8123
