@@ -1,10 +1,12 @@
-"""What the dashboard reads and accepts, without a browser: file tails, settings."""
+"""What the dashboard reads, asks and accepts, without a browser: file tails, the data of
+STATUS, the preview of a fragment (``DIFF ADD``), settings."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from control_fixtures import InProcess
 
 from deepleaps.dashboard.settings import DashboardSettings
 from deepleaps.dashboard.tail import CsvTail, JournalTail
@@ -63,3 +65,25 @@ def test_settings_are_checked_and_each_limit_names_its_setting(section, message)
 def test_a_remote_address_needs_allow_remote():
     assert DashboardSettings.from_section({"host": "0.0.0.0", "allow_remote": True}).host == "0.0.0.0"
     assert DashboardSettings.from_section(None, port=8123).port == 8123
+
+
+def test_diff_add_previews_a_fragment_as_add_would_apply_it_and_changes_nothing(tmp_path):
+    board = InProcess(tmp_path, {"name": "SGD", "lr": 0.1})
+    fragment = '$root( *PrintCommand[content="y"] )'
+    preview = board.send("DIFF", f"ADD {fragment}")
+    assert preview["ok"] and preview["diff"] == ["+ PrintCommand_1 (PrintCommand) in root"]
+    assert (preview["version"], board.journaled()) == (1, [])
+    applied = board.send("ADD", fragment)
+    assert applied["diff"] == preview["diff"] and applied["version"] == 2
+    broken = board.send("DIFF", "ADD $root( *PrintCommand[content= )")
+    assert not broken["ok"] and broken["errors"][0]["file"] == "<ADD>" and broken["line"] == 1
+
+
+def test_status_gives_each_nodes_counters_and_what_changed_it_live(tmp_path):
+    board = InProcess(tmp_path, {"name": "SGD", "lr": 0.1})
+    added = board.send("ADD", '$root( *PrintCommand[content="y"] )')
+    data = board.send("STATUS")["data"]
+    assert set(data["nodes"]) == {"root", "PrintCommand", "PrintCommand_1"}
+    assert data["nodes"]["root"] == {"step": 0, "total_step": 0, "epoch": 0, "finished": False}
+    assert data["added_by"] == {"PrintCommand_1": added["patch_id"]}
+    assert (data["failed"], data["run_dir"]) == ([], None)
