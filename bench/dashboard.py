@@ -17,8 +17,10 @@ steps from one second later, so the page is attached for every step counted. Per
 run: the median step time. Each round runs the three variants in the same order;
 the table gives the median over rounds, and the median over rounds of each
 variant's ratio to ``plain`` of the same round. The training uses one thread
-(``OMP_NUM_THREADS=1``), so that on a machine of two cores the browser has one
-of its own, as a browser on a workstation has.
+(``OMP_NUM_THREADS=1``) on the first core the bench may use, the browser the
+others (``sched_setaffinity``), as a browser on a workstation has cores of its
+own; what the dashboard does in the training's process (its server thread, the
+feed) competes with the training on the training's core.
 
 Usage::
 
@@ -42,7 +44,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import cores, cpu, load
+from common import cpu, load
 
 CLOCK = '''\
 """Stamps the wall-clock time of every run (a batch) in steps.txt of the run directory."""
@@ -75,6 +77,9 @@ $root(
 """
 
 VARIANTS = ("plain", "served", "browser")
+_CORES = sorted(os.sched_getaffinity(0))
+#: The training's core, and the browser's (all the others; the same one on a single core).
+TRAINING_CORES, BROWSER_CORES = {_CORES[0]}, set(_CORES[1:] or _CORES)
 #: Seconds after the run serves (and the page shows it) before steps are counted.
 SETTLE = 1.0
 
@@ -113,7 +118,14 @@ def one_run(directory: Path, variant: str, browser) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = ["deepleaps", "run", *(["--dashboard"] if variant != "plain" else [])]
     with log.open("wb") as stderr:
-        process = subprocess.Popen(command, cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            command,
+            cwd=directory,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=lambda: os.sched_setaffinity(0, TRAINING_CORES),
+        )
     run_dir = Path(wait(lambda: re.search(r"^run directory: (.+)$", log.read_text(), re.M), "the run").group(1))
     page = None
     if variant != "plain":
@@ -142,6 +154,8 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
+    os.sched_setaffinity(0, BROWSER_CORES)  # the browser (a child of this process) inherits it
+
     times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     with tempfile.TemporaryDirectory() as scratch, sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=args.chromium)
@@ -151,7 +165,8 @@ def main() -> None:
                 times[variant].append(one_run(directory, variant, browser))
             print(f"round {round_ + 1}: " + ", ".join(f"{v} {times[v][-1] * 1e3:.3f} ms" for v in VARIANTS))
         browser.close()
-    print(f"\n{cores()} cores ({cpu()}), load {load()}, Python {platform.python_version()}")
+    print(f"\n{len(_CORES)} cores ({cpu()}), load {load()}, Python {platform.python_version()}")
+    print(f"training on cores {sorted(TRAINING_CORES)}, browser on {sorted(BROWSER_CORES)}")
     print(f"{args.rounds} rounds of {args.epochs} epochs; median step time per run, then over rounds\n")
     print("| variant | step (ms) | ratio to plain |")
     print("|---|---:|---:|")
