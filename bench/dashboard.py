@@ -10,13 +10,19 @@ images, metrics.csv written every batch, validation and epochs.csv every epoch) 
   ``--chromium``), receiving its events (one a second: counters, metric points, the
   journal) and redrawing its graph and curves.
 
-A command in the training's batch loop stamps the wall-clock time of every batch;
-a step's time is the difference between two stamps. The bench waits until the run
-serves (and, for ``browser``, until the page shows the training), then counts the
-steps from one second later, so the page is attached for every step counted. Per
-run: the median step time. Each round runs the three variants in the same order;
-the table gives the median over rounds, and the median over rounds of each
-variant's ratio to ``plain`` of the same round. The training uses one thread
+A command in the training's batch loop stamps every batch with the training
+process's CPU time (``--clock wall``: wall-clock time); a step's time is the
+difference between two stamps. CPU time leaves out the time the process waits for
+a CPU, which on a shared machine is most of the noise, and counts every thread of
+the process: the dashboard's server thread and feed are charged to the steps they
+run beside. The bench waits until the run serves (and, for ``browser``, until the
+page shows the training), then counts the steps from one second later, so the
+page is attached for every step counted. Per run: the mean step time (the feed
+works once a second, so its cost lands on one step in many, which a median would
+not see; the epochs' validation is in every variant's mean alike) and the median.
+Each round runs the three variants in the same order; the table gives the median
+over rounds, and the median over rounds of each variant's ratio to ``plain`` of
+the same round. The training uses one thread
 (``OMP_NUM_THREADS=1``) on the first core the bench may use, the browser the
 others (``sched_setaffinity``), as a browser on a workstation has cores of its
 own; what the dashboard does in the training's process (its server thread, the
@@ -24,7 +30,8 @@ feed) competes with the training on the training's core.
 
 Usage::
 
-    python bench/dashboard.py                        # 5 rounds of 12 epochs
+    python bench/dashboard.py                        # 5 rounds of 12 epochs, CPU time
+    python bench/dashboard.py --clock wall           # wall-clock time (an idle machine)
     python bench/dashboard.py --rounds 9 --epochs 20
 """
 
@@ -47,7 +54,7 @@ import yaml
 from common import cpu, load
 
 CLOCK = '''\
-"""Stamps the wall-clock time of every run (a batch) in steps.txt of the run directory."""
+"""Stamps every run (a batch) in steps.txt of the run directory: wall-clock time, process CPU time."""
 
 import time
 from pathlib import Path
@@ -65,7 +72,7 @@ class StepClock(Command):
     def run(self, ctx):
         if self._file is None:
             self._file = (Path(ctx.variables["base"]) / "steps.txt").open("a", buffering=1)
-        self._file.write(f"{time.time()}\\n")
+        self._file.write(f"{time.time()} {time.process_time()}\\n")
 '''
 
 PROGRAM = """\
@@ -112,8 +119,8 @@ def wait(condition, what: str, timeout: float = 120.0):
     return value
 
 
-def one_run(directory: Path, variant: str, browser) -> float:
-    """The median step time (seconds) of one run of ``variant``."""
+def one_run(directory: Path, variant: str, browser, clock: str) -> tuple[float, float]:
+    """The mean and the median step time (seconds) of one run of ``variant``."""
     log = directory / f"{variant}.err"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = ["deepleaps", "run", *(["--dashboard"] if variant != "plain" else [])]
@@ -139,42 +146,46 @@ def one_run(directory: Path, variant: str, browser) -> float:
         sys.exit(f"{variant}: the training failed:\n{log.read_text()[-2000:]}")
     if page is not None:
         page.close()
-    stamps = [float(line) for line in (run_dir / "steps.txt").read_text().split()]
-    steps = [b - a for a, b in itertools.pairwise(stamps) if a >= start]
+    column = 1 if clock == "cpu" else 0
+    stamps = [[float(value) for value in line.split()] for line in (run_dir / "steps.txt").read_text().splitlines()]
+    steps = [b[column] - a[column] for a, b in itertools.pairwise(stamps) if a[0] >= start]
     if len(steps) < 100:
         sys.exit(f"{variant}: only {len(steps)} steps counted; give more --epochs")
-    return statistics.median(steps)
+    return statistics.fmean(steps), statistics.median(steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     os.sched_setaffinity(0, BROWSER_CORES)  # the browser (a child of this process) inherits it
 
-    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    runs: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
     with tempfile.TemporaryDirectory() as scratch, sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=args.chromium)
         directory = workspace(Path(scratch) / "bench", args.epochs)
         for round_ in range(args.rounds):
             for variant in VARIANTS:
-                times[variant].append(one_run(directory, variant, browser))
-            print(f"round {round_ + 1}: " + ", ".join(f"{v} {times[v][-1] * 1e3:.3f} ms" for v in VARIANTS))
+                runs[variant].append(one_run(directory, variant, browser, args.clock))
+            shown = (f"{v} {runs[v][-1][0] * 1e3:.3f}/{runs[v][-1][1] * 1e3:.3f} ms" for v in VARIANTS)
+            print(f"round {round_ + 1} (mean/median): " + ", ".join(shown), flush=True)
         browser.close()
     print(f"\n{len(_CORES)} cores ({cpu()}), load {load()}, Python {platform.python_version()}")
     print(f"training on cores {sorted(TRAINING_CORES)}, browser on {sorted(BROWSER_CORES)}")
-    print(f"{args.rounds} rounds of {args.epochs} epochs; median step time per run, then over rounds\n")
-    print("| variant | step (ms) | ratio to plain |")
-    print("|---|---:|---:|")
+    print(f"{args.rounds} rounds of {args.epochs} epochs, {args.clock} time; per run, then the median over rounds\n")
+    print("| variant | mean step (ms) | ratio to plain | median step (ms) | ratio to plain |")
+    print("|---|---:|---:|---:|---:|")
     for variant in VARIANTS:
-        ratio = statistics.median(t / p for t, p in zip(times[variant], times["plain"]))
-        print(f"| {variant} | {statistics.median(times[variant]) * 1e3:.3f} | {ratio:.4f} |")
-    browser_to_served = statistics.median(b / s for b, s in zip(times["browser"], times["served"]))
-    print(f"\nbrowser / served: {browser_to_served:.4f}")
+        cells = []
+        for index in (0, 1):
+            ratio = statistics.median(t[index] / p[index] for t, p in zip(runs[variant], runs["plain"]))
+            cells += [f"{statistics.median(t[index] for t in runs[variant]) * 1e3:.3f}", f"{ratio:.4f}"]
+        print(f"| {variant} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
