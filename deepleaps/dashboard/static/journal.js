@@ -41,7 +41,10 @@ function render() {
     const row = document.createElement("tr");
     row.dataset.patchId = entry.id;
     row.dataset.verb = entry.verb;
-    const point = entry.point ? `${entry.point.path} ${JSON.stringify(entry.point.counters)}` : "";
+    const counters = entry.point?.counters;
+    const point = counters
+      ? `${entry.point.node} step ${counters.step} · total ${counters.total_step} · epoch ${counters.epoch}`
+      : "";
     const change = entry.diff.length ? entry.diff.join("\n") : `${entry.verb} ${entry.text}`.trim();
     row.append(cell(entry.id), cell(entry.verb), cell(entry.origin), cell(point), cell(change, true));
     const action = document.createElement("td");
