@@ -22,7 +22,18 @@ works once a second, so its cost lands on one step in many, which a median would
 not see; the epochs' validation is in every variant's mean alike) and the median.
 Each round runs the three variants in the same order; the table gives the median
 over rounds, and the median over rounds of each variant's ratio to ``plain`` of
-the same round. The training uses one thread
+the same round.
+
+Step times on a shared machine vary by several per cent from run to run, more
+than the cost being measured, so the bench also measures that cost directly:
+while a run goes on it reads the CPU time of each of the training process's
+threads (``/proc/PID/task/*/stat``), and reports, over the steps counted, the
+CPU time of every thread but the training's own (the control server, the
+journal's writer, and in the dashboard variants the dashboard's server and feed)
+as a share of the training thread's. The dashboard's share is that of a
+dashboard variant less that of ``plain`` in the same round; under the GIL its
+work can at most hold the training up for as long as it runs, so that share
+bounds what it adds to a step. The training uses one thread
 (``OMP_NUM_THREADS=1``) on the first core the bench may use, the browser the
 others (``sched_setaffinity``), as a browser on a workstation has cores of its
 own; what the dashboard does in the training's process (its server thread, the
@@ -30,14 +41,15 @@ feed) competes with the training on the training's core.
 
 Usage::
 
-    python bench/dashboard.py                        # 5 rounds of 12 epochs, CPU time
+    python bench/dashboard.py                        # 5 rounds of 30 epochs, CPU time
     python bench/dashboard.py --clock wall           # wall-clock time (an idle machine)
-    python bench/dashboard.py --rounds 9 --epochs 20
+    python bench/dashboard.py --rounds 9 --epochs 40
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import platform
@@ -119,8 +131,20 @@ def wait(condition, what: str, timeout: float = 120.0):
     return value
 
 
-def one_run(directory: Path, variant: str, browser, clock: str) -> tuple[float, float]:
-    """The mean and the median step time (seconds) of one run of ``variant``."""
+def thread_times(pid: int) -> dict[int, float]:
+    """CPU seconds (user and system) of each thread of process ``pid`` so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            times[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return times
+
+
+def one_run(directory: Path, variant: str, browser, clock: str) -> tuple[float, float, float]:
+    """The mean and the median step time (seconds) of one run of ``variant``, and the CPU time of
+    the process's other threads as a share of its training thread's, over the steps counted."""
     log = directory / f"{variant}.err"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     command = ["deepleaps", "run", *(["--dashboard"] if variant != "plain" else [])]
@@ -142,7 +166,15 @@ def one_run(directory: Path, variant: str, browser, clock: str) -> tuple[float, 
             page.goto(url)
             page.wait_for_selector("#connection.live", timeout=60_000)
     start = time.time() + SETTLE
-    if process.wait() != 0:
+    time.sleep(SETTLE)
+    first = thread_times(process.pid)
+    last = dict(first)
+    while process.poll() is None:  # a thread's time as it was last read (a thread that ended is gone)
+        with contextlib.suppress(OSError):
+            for tid, cpu in thread_times(process.pid).items():
+                last[tid] = max(cpu, last.get(tid, 0.0))
+        time.sleep(0.2)
+    if process.returncode != 0:
         sys.exit(f"{variant}: the training failed:\n{log.read_text()[-2000:]}")
     if page is not None:
         page.close()
@@ -151,13 +183,15 @@ def one_run(directory: Path, variant: str, browser, clock: str) -> tuple[float, 
     steps = [b[column] - a[column] for a, b in itertools.pairwise(stamps) if a[0] >= start]
     if len(steps) < 100:
         sys.exit(f"{variant}: only {len(steps)} steps counted; give more --epochs")
-    return statistics.fmean(steps), statistics.median(steps)
+    spent = {tid: cpu - first.get(tid, 0.0) for tid, cpu in last.items()}
+    training = spent.pop(process.pid)  # the main thread: the interpreter runs there
+    return statistics.fmean(steps), statistics.median(steps), sum(spent.values()) / training
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = parser.parse_args()
@@ -165,15 +199,19 @@ def main() -> None:
 
     os.sched_setaffinity(0, BROWSER_CORES)  # the browser (a child of this process) inherits it
 
-    runs: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+    runs: dict[str, list[tuple[float, float, float]]] = {variant: [] for variant in VARIANTS}
     with tempfile.TemporaryDirectory() as scratch, sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=args.chromium)
         directory = workspace(Path(scratch) / "bench", args.epochs)
         for round_ in range(args.rounds):
             for variant in VARIANTS:
                 runs[variant].append(one_run(directory, variant, browser, args.clock))
-            shown = (f"{v} {runs[v][-1][0] * 1e3:.3f}/{runs[v][-1][1] * 1e3:.3f} ms" for v in VARIANTS)
-            print(f"round {round_ + 1} (mean/median): " + ", ".join(shown), flush=True)
+            shown = (
+                f"{v} {mean * 1e3:.3f}/{median * 1e3:.3f} ms {other:.2%}"
+                for v in VARIANTS
+                for mean, median, other in runs[v][-1:]
+            )
+            print(f"round {round_ + 1} (mean/median step, other threads): " + ", ".join(shown), flush=True)
         browser.close()
     print(f"\n{len(_CORES)} cores ({cpu()}), load {load()}, Python {platform.python_version()}")
     print(f"training on cores {sorted(TRAINING_CORES)}, browser on {sorted(BROWSER_CORES)}")
@@ -186,6 +224,12 @@ def main() -> None:
             ratio = statistics.median(t[index] / p[index] for t, p in zip(runs[variant], runs["plain"]))
             cells += [f"{statistics.median(t[index] for t in runs[variant]) * 1e3:.3f}", f"{ratio:.4f}"]
         print(f"| {variant} | {' | '.join(cells)} |")
+    print("\n| variant | other threads' CPU / training thread's | the dashboard's share (less plain's) |")
+    print("|---|---:|---:|")
+    for variant in VARIANTS:
+        share = statistics.median(t[2] for t in runs[variant])
+        extra = statistics.median(t[2] - p[2] for t, p in zip(runs[variant], runs["plain"]))
+        print(f"| {variant} | {share:.3%} | {extra:.3%} |")
 
 
 if __name__ == "__main__":
