@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 import threading
@@ -14,6 +15,25 @@ from deepleaps.dashboard.feed import Feed
 from deepleaps.dashboard.link import Link
 from deepleaps.dashboard.settings import DashboardSettings
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError, describe
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, doing its housekeeping (the Date header, the exit flag) once a second
+    rather than ten times: beside a training, every wake-up of its thread takes the GIL from
+    the training for a moment. :meth:`wake` makes it look at the exit flag at once."""
+
+    async def main_loop(self) -> None:
+        self._woken = asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter += 10  # on_tick refreshes the Date header when counter % 10 == 0
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), 1.0)
+
+    def wake(self) -> None:
+        """Look at the exit flag now (call on the server's loop)."""
+        if hasattr(self, "_woken"):
+            self._woken.set()
 
 
 class Dashboard:
@@ -37,11 +57,11 @@ class Dashboard:
         host, port = self._socket.getsockname()[:2]
         self.url = f"http://{f'[{host}]' if family == socket.AF_INET6 else host}:{port}/?token={self.token}"
         self.feed: Feed | None = None
-        self._server: uvicorn.Server | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _prepare(self, link: Link) -> uvicorn.Server:
+    def _prepare(self, link: Link) -> _Server:
         self.feed = Feed(link, self.settings.interval, self.settings.max_points)
         config = uvicorn.Config(
             make_app(self.feed, link, self.token),
@@ -51,7 +71,7 @@ class Dashboard:
             lifespan="on",
             timeout_graceful_shutdown=2,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         return self._server
 
     def serve(self, link: Link) -> None:
@@ -75,10 +95,12 @@ class Dashboard:
 
     def close(self, reason: str | None = None) -> None:
         """End every page's event stream, telling it ``reason``, and stop serving."""
-        if self._loop is not None and self.feed is not None:
-            self._loop.call_soon_threadsafe(self.feed.close, reason)
         if self._server is not None:
             self._server.should_exit = True
+        if self._loop is not None and self._server is not None and self.feed is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                self._loop.call_soon_threadsafe(self.feed.close, reason)
+                self._loop.call_soon_threadsafe(self._server.wake)
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._socket.close()
