@@ -1,13 +1,16 @@
 """What the dashboard reads, asks and accepts, without a browser: file tails, the data of
-STATUS, the preview of a fragment (``DIFF ADD``), settings."""
+STATUS, the preview of a fragment (``DIFF ADD``), the feed's events, settings."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from control_fixtures import InProcess
 
+from deepleaps.dashboard.feed import Feed
+from deepleaps.dashboard.link import ControllerLink
 from deepleaps.dashboard.settings import DashboardSettings
 from deepleaps.dashboard.tail import CsvTail, JournalTail
 from deepleaps.lang import ProgramError
@@ -87,3 +90,24 @@ def test_status_gives_each_nodes_counters_and_what_changed_it_live(tmp_path):
     assert data["nodes"]["root"] == {"step": 0, "total_step": 0, "epoch": 0, "finished": False}
     assert data["added_by"] == {"PrintCommand_1": added["patch_id"]}
     assert (data["failed"], data["run_dir"]) == ([], None)
+
+
+def test_the_feed_sends_what_changed_and_nothing_when_nothing_did(tmp_path):
+    board = InProcess(tmp_path, {"name": "SGD", "lr": 0.1})
+    feed = Feed(ControllerLink(board.controller), interval=1.0, max_points=10)
+
+    async def updates() -> list:
+        page = feed.subscribe()
+        await feed.update()  # the first: the status and the picture
+        await feed.update()  # nothing moved
+        board.send("ADD", '$root( *PrintCommand[content="y"] )')
+        await feed.update()  # a new version: a new picture
+        feed.close("the training has ended")
+        return [page.get_nowait() for _ in range(page.qsize())]
+
+    snapshot, first, changed, ended, end = asyncio.run(updates())
+    assert snapshot["connected"] is False and snapshot["journal_reset"]
+    assert first["connected"] and first["status"]["version"] == 1 and "<title>PrintCommand</title>" in first["svg"]
+    assert changed["status"]["version"] == 2 and "<title>PrintCommand_1</title>" in changed["svg"]
+    assert "connected" not in changed  # only what changed
+    assert ended == {"connected": False, "error": "the training has ended"} and end is None

@@ -43,7 +43,8 @@ class _Run:
         self.journal = JournalTail(directory / JOURNAL)
         self.entries: list[dict[str, Any]] = []
         self.max_points = max_points
-        self.curves: dict[str, CsvTail] = {}
+        self.tails: dict[str, CsvTail] = {}
+        self.columns: dict[str, list[str]] = {}
         self.rows: dict[str, collections.deque] = {}
         try:  # the program the run started with, for the console to start an edit from
             self.program = (directory / "program.dl").read_text(encoding="utf-8")
@@ -51,25 +52,30 @@ class _Run:
             self.program = ""
 
     def read(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """New journal entries, and per metrics file its new rows (``reset``: instead of all before)."""
+        """New journal entries, and per metrics file its new rows (``reset``: instead of all
+        before). Reads the files only (in a worker thread); :meth:`keep` keeps what it read."""
         entries = [_entry(entry) for entry in self.journal.read()]
-        self.entries.extend(entries)
         metrics: dict[str, Any] = {}
         for path in sorted(self.directory.glob("*.csv")):
-            tail = self.curves.setdefault(path.name, CsvTail(path))
-            rows = self.rows.setdefault(path.name, collections.deque(maxlen=self.max_points))
+            tail = self.tails.setdefault(path.name, CsvTail(path))
             reset, new = tail.read()
-            if reset:
-                rows.clear()
-            rows.extend(new)
             if reset or new:
-                metrics[path.name] = {"columns": tail.columns, "rows": new[-self.max_points :], "reset": reset}
+                metrics[path.name] = {"columns": list(tail.columns), "rows": new[-self.max_points :], "reset": reset}
         return entries, metrics
+
+    def keep(self, entries: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
+        """Keep what :meth:`read` found, for the pages that come later (on the feed's loop)."""
+        self.entries.extend(entries)
+        for name, part in metrics.items():
+            rows = self.rows.setdefault(name, collections.deque(maxlen=self.max_points))
+            if part["reset"]:
+                rows.clear()
+            rows.extend(part["rows"])
+            self.columns[name] = part["columns"]
 
     def snapshot(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         metrics = {
-            name: {"columns": self.curves[name].columns, "rows": list(rows), "reset": True}
-            for name, rows in self.rows.items()
+            name: {"columns": self.columns[name], "rows": list(rows), "reset": True} for name, rows in self.rows.items()
         }
         return list(self.entries), metrics
 
@@ -169,6 +175,7 @@ class Feed:
             event.update(journal_reset=True, journal=[], program=self._run.program)
         if self._run is not None:
             entries, metrics = await asyncio.to_thread(self._run.read)
+            self._run.keep(entries, metrics)
             if entries:
                 event["journal"] = event.get("journal", []) + entries
             if metrics:
