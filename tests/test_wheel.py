@@ -124,12 +124,14 @@ def test_wheel_ships_grammar_and_parses_without_torch(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheels[0]) as wheel:
         names = set(wheel.namelist())
     template = ROOT / "deepleaps" / "workspace" / "template"
-    expected = {
-        "deepleaps/" + path.relative_to(ROOT / "deepleaps").as_posix()
-        for path in template.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts
-    }
-    assert expected <= names, f"the wheel lacks template files: {sorted(expected - names)[:5]}"
+    for folder, what in ((template, "template files"), (ROOT / "deepleaps" / "dashboard" / "static", "page files")):
+        expected = {
+            "deepleaps/" + path.relative_to(ROOT / "deepleaps").as_posix()
+            for path in folder.rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts
+        }
+        assert expected <= names, f"the wheel lacks {what}: {sorted(expected - names)[:5]}"
+    assert "deepleaps/dashboard/static/vendor/uplot/LICENSE" in names
     packages = {path.parent for path in (ROOT / "deepleaps").rglob("__init__.py") if template not in path.parents}
     for package in packages:
         module = (package / "__init__.py").relative_to(ROOT).as_posix()

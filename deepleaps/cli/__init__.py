@@ -11,6 +11,7 @@ import click
 from deepleaps import __version__
 from deepleaps.cli.compile import compile_command
 from deepleaps.cli.control import apply, diff, interactive, program, send, status
+from deepleaps.cli.dashboard import dashboard
 from deepleaps.cli.fmt import fmt
 from deepleaps.cli.run import init, run
 
@@ -25,5 +26,5 @@ main.add_command(compile_command)
 main.add_command(fmt)
 main.add_command(init)
 main.add_command(run)
-for _command in (send, apply, diff, program, status, interactive):
+for _command in (send, apply, diff, program, status, interactive, dashboard):
     main.add_command(_command)

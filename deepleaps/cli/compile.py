@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +13,7 @@ import click
 
 from deepleaps.cli.common import is_yaml, reporting
 from deepleaps.compiler import REGISTRY, Compiled, compile_file, compile_source
-from deepleaps.compiler.dot import to_dot
+from deepleaps.compiler.dot import DrawError, NoGraphviz, draw, to_dot
 from deepleaps.compiler.passes import PASSES
 from deepleaps.compiler.registry import Registry
 from deepleaps.compiler.views import plan_to_data, plan_tree
@@ -217,13 +216,11 @@ def _explanation(compiled: Compiled, disabled: tuple[str, ...]) -> str:
 def _draw(dot_text: str, fmt: str) -> bytes:
     """Run Graphviz ``dot -T<fmt>`` on the DOT text."""
     try:
-        result = subprocess.run(["dot", f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True, check=False)
-    except OSError as exc:
-        raise _UsageProblem(f"cannot run Graphviz 'dot': {exc.strerror or exc}") from None
-    if result.returncode != 0:
-        message = result.stderr.decode("utf-8", errors="replace").strip()
-        raise click.ClickException(f"Graphviz 'dot' failed: {message}")
-    return result.stdout
+        return draw(dot_text, fmt)
+    except NoGraphviz as problem:
+        raise _UsageProblem(str(problem)) from None
+    except DrawError as problem:
+        raise click.ClickException(str(problem)) from None
 
 
 def _write(output: str | None, data: str | bytes) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from deepleaps.cli.common import PROGRAM_ERROR, is_yaml, reporting
-from deepleaps.control.client import Client, ControlError
+from deepleaps.control.client import Client, ControlError, reply_lines, reply_message
 from deepleaps.control.program_text import exported_version
 
 
@@ -51,34 +51,13 @@ def _client(host, port, token, workspace, cafile=None) -> Iterator[Client]:
         client.close()
 
 
-def _message(reply: dict) -> str:
-    """A reply's message as people read it, a refusal marked as an error once.
-
-    The message of a refusal with diagnostics is their rendered text, which says
-    ``error:`` itself; any other refusal's message is a plain sentence.
-    """
-    message = reply.get("message", "")
-    if reply.get("ok") or reply.get("errors") or not message:
-        return message
-    return f"error: {message}"
-
-
 def _show(reply: dict, as_json: bool) -> None:
     """Print a reply; exit 1 if it is an error."""
     if as_json:
         click.echo(json.dumps(reply, indent=2))
     else:
-        for line in reply.get("diff", []):
-            click.echo(line)
-        message = _message(reply)
-        if message:
-            click.echo(message, err=not reply.get("ok"))
-        if reply.get("patch_id") is not None:
-            point = reply.get("point") or {}
-            click.echo(
-                f"patch {reply['patch_id']} applied at {point.get('path')} {point.get('counters')} "
-                f"(version {reply.get('version')})"
-            )
+        for line, is_error in reply_lines(reply):
+            click.echo(line, err=is_error)
     if not reply.get("ok"):
         sys.exit(PROGRAM_ERROR)
 
@@ -129,7 +108,7 @@ def apply(file, as_json, base, host, port, token, cafile, workspace):
     with _client(host, port, token, workspace, cafile) as client:
         reply = client.send(_versioned("APPLY", base or exported), text)
     if not as_json and base is None and exported is not None and STALE in reply.get("message", ""):
-        click.echo(_message(reply), err=True)
+        click.echo(reply_message(reply), err=True)
         click.echo(
             f"note: {file} was written at version {exported}. `deepleaps diff {file}` shows what applying it "
             "now would change, taking back what changed since; `deepleaps program FILE` writes the program "
@@ -216,4 +195,4 @@ def interactive(host, port, token, cafile, workspace):
                 return
             for entry in reply.get("diff", []):
                 click.echo(entry)
-            click.echo(_message(reply) or ("ok" if reply.get("ok") else "error"))
+            click.echo(reply_message(reply) or ("ok" if reply.get("ok") else "error"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -35,6 +37,7 @@ def init(directory: str) -> None:
 @click.option("--no-server", is_flag=True, help="Do not open the control socket.")
 @click.option("--replay", type=click.Path(dir_okay=False, exists=True), help="Re-apply a run's journal.jsonl.")
 @click.option("--watch-code", is_flag=True, help="Reload a workspace module when its file is saved (RELOAD_MODULE).")
+@click.option("--dashboard", is_flag=True, help="Serve the live page from this process (its URL is printed).")
 @click.option(
     "--set",
     "sets",
@@ -42,11 +45,12 @@ def init(directory: str) -> None:
     metavar="NODE.ARGUMENT=VALUE",
     help="Override a DEFINE entry for this run, e.g. TRAINING_LOADER.repeat=200 (repeatable).",
 )
-def run(config, mode, source, name, seed, device, port, no_server, replay, watch_code, sets):
+def run(config, mode, source, name, seed, device, port, no_server, replay, watch_code, dashboard, sets):
     """Run the DEFAULT program of a workspace's command file."""
     if not Path(config).is_file():
         raise click.UsageError(f"no command file '{config}' (run in a workspace, or give --config)")
     from deepleaps.app.app import App
+    from deepleaps.dashboard.link import ControllerLink
 
     with reporting():
         app = App(
@@ -62,6 +66,7 @@ def run(config, mode, source, name, seed, device, port, no_server, replay, watch
             seed=seed,
             device=device,
         )
+        board = _dashboard(app.program_file.settings.get("DASHBOARD")) if dashboard else None
         try:
             app.prepare()
         except ProgramError:
@@ -71,5 +76,22 @@ def run(config, mode, source, name, seed, device, port, no_server, replay, watch
             sys.exit(1)
         assert app.experiment is not None  # prepare() opened it
         click.echo(f"run directory: {app.experiment.directory}", err=True)
-        status = app.run()
+        if board is not None:
+            assert app.controller is not None  # prepare() made it
+            board.start(ControllerLink(app.controller))
+            click.echo(f"dashboard: {board.url}", err=True)
+        try:
+            status = app.run()
+        finally:
+            if board is not None:
+                board.close("the training has ended")
     sys.exit(status)
+
+
+def _dashboard(settings: Mapping[str, Any] | None):
+    """The live page's server, bound (a taken port stops the run before it starts); it serves
+    from a thread of the training's process once the run is prepared."""
+    from deepleaps.dashboard.serve import Dashboard
+    from deepleaps.dashboard.settings import DashboardSettings
+
+    return Dashboard(DashboardSettings.from_section(settings))

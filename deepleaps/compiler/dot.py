@@ -20,6 +20,7 @@ plan only (no set or hash order), so the same plan always gives the same text::
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterable
 
 from deepleaps.compiler.plan import Kind, Plan, PlanNode
@@ -232,3 +233,30 @@ def attributes(values: dict[str, str]) -> str:
         text = value if key == "label" else quote(value)
         parts.append(f"{key}={text}")
     return "[" + ", ".join(parts) + "]"
+
+
+# ---- drawing ---------------------------------------------------------------------
+
+
+class DrawError(Exception):
+    """Graphviz failed to draw a picture."""
+
+
+class NoGraphviz(DrawError):
+    """Graphviz's ``dot`` cannot be run (it is not installed, most often)."""
+
+
+def draw(dot_text: str, fmt: str = "svg") -> bytes:
+    """Run Graphviz ``dot -T<fmt>`` on the DOT text; the picture.
+
+    Raises:
+        NoGraphviz: ``dot`` cannot be run.
+        DrawError: it failed.
+    """
+    try:
+        result = subprocess.run(["dot", f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True, check=False)
+    except OSError as exc:
+        raise NoGraphviz(f"cannot run Graphviz 'dot': {exc.strerror or exc}") from None
+    if result.returncode != 0:
+        raise DrawError(f"Graphviz 'dot' failed: {result.stderr.decode('utf-8', errors='replace').strip()}")
+    return result.stdout

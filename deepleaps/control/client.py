@@ -184,3 +184,29 @@ def _read_info(workspace: Path) -> tuple[dict[str, Any], Path | None]:
         return {}, None
     info = {"host": section.get("ipc_host"), "port": section.get("ipc_port"), "token_file": str(token_file)}
     return {key: value for key, value in info.items() if value is not None}, config
+
+
+def reply_message(reply: dict[str, Any]) -> str:
+    """A reply's message as people read it, a refusal marked as an error once.
+
+    The message of a refusal with diagnostics is their rendered text, which says
+    ``error:`` itself; any other refusal's message is a plain sentence.
+    """
+    message = reply.get("message", "")
+    if reply.get("ok") or reply.get("errors") or not message:
+        return message
+    return f"error: {message}"
+
+
+def reply_lines(reply: dict[str, Any]) -> list[tuple[str, bool]]:
+    """What ``deepleaps send`` prints of a reply, line by line, each with whether it goes
+    to stderr: the diff, the message, and where a change was applied."""
+    lines = [(line, False) for line in reply.get("diff", [])]
+    message = reply_message(reply)
+    if message:
+        lines.append((message, not reply.get("ok")))
+    if reply.get("patch_id") is not None:
+        point = reply.get("point") or {}
+        where = f"{point.get('path')} {point.get('counters')}"
+        lines.append((f"patch {reply['patch_id']} applied at {where} (version {reply.get('version')})", False))
+    return lines

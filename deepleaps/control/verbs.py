@@ -81,9 +81,17 @@ def apply_script(controller: Program, payload: str) -> editscript.EditScript:
     return editscript.diff(controller.source, new, controller.version)
 
 
+#: ``DIFF ADD <fragment>``: what ADD would change (a whole program never begins so).
+_DIFF_ADD = re.compile(r"^ADD\s")
+
+
 def diff_program(controller: Controller, payload: str) -> Reply:
-    """``DIFF <whole program>``: what APPLY would change, changing nothing."""
-    new = _edited(controller, payload, "DIFF")
+    """``DIFF <whole program>``: what APPLY would change; ``DIFF ADD <fragment>``: what ADD
+    would change. Changes nothing."""
+    if _DIFF_ADD.match(payload):
+        new = _resolve(controller, payload[4:], "ADD", base=True)
+    else:
+        new = _edited(controller, payload, "DIFF")
     script = editscript.diff(controller.source, new, controller.version)
     return Reply(
         True,
@@ -394,6 +402,7 @@ def load(controller: Controller, payload: str, node: PlanNode) -> Reply:
 def status(controller: Controller, payload: str = "") -> Reply:
     interpreter = controller.interpreter
     container = interpreter.context.container
+    states = list(interpreter.states.items())  # the training thread may install a plan meanwhile
     data: dict[str, Any] = {
         "version": controller.version,
         "paused": controller.paused,
@@ -402,6 +411,11 @@ def status(controller: Controller, payload: str = "") -> Reply:
         "last_loss": getattr(container, "last_loss", None),
         "metrics": dict(getattr(container, "metrics", {}) or {}),
         "removed": list(controller.removed),
+        # Per node, for pictures of the running program: counters, and what changed it live.
+        "nodes": {name: {**state.counters(), "finished": state.finished} for name, state in states},
+        "added_by": dict(controller.added_by),
+        "failed": [name for name, _, _ in controller._runtime],
+        "run_dir": None if controller.run_dir is None else str(controller.run_dir),
     }
     lines = [data["tree"].rstrip("\n")]
     for event in controller.removed:

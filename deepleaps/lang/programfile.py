@@ -45,7 +45,7 @@ VERBS = (
 #: Verbs whose arguments are program text, parsed (and checked) when the file loads.
 PROGRAM_VERBS = ("ADD", "APPLY")
 #: Top-level keys that configure deepleaps itself rather than the program.
-SETTINGS = ("COMMAND_CONTROLLER", "RUN")
+SETTINGS = ("COMMAND_CONTROLLER", "DASHBOARD", "RUN")
 #: Keys every DEFINE entry may have; commands declare further ones.
 DEFINE_KEYS = ("command", "args", "required", "repeat", "finish", "run_cycle", "inherit", "base_path", "on_error")
 
