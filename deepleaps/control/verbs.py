@@ -89,10 +89,9 @@ def diff_program(controller: Controller, payload: str) -> Reply:
     """``DIFF <whole program>``: what APPLY would change; ``DIFF ADD <fragment>``: what ADD
     would change. Changes nothing."""
     if _DIFF_ADD.match(payload):
-        new = _resolve(controller, payload[4:], "ADD", base=True)
+        script = add_script(controller, payload[4:])
     else:
-        new = _edited(controller, payload, "DIFF")
-    script = editscript.diff(controller.source, new, controller.version)
+        script = editscript.diff(controller.source, _edited(controller, payload, "DIFF"), controller.version)
     return Reply(
         True,
         "DIFF",
