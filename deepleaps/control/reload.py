@@ -36,6 +36,7 @@ from deepleaps.compiler import PlanNode
 from deepleaps.compiler.registry import REGISTRY, Registry
 from deepleaps.control.engine import Applied, check_program
 from deepleaps.control.replies import Reply, failure
+from deepleaps.distributed import ddp
 from deepleaps.lang import ProgramError
 from deepleaps.lang.ast import Span
 from deepleaps.lang.diagnostics import Diagnostic
@@ -320,8 +321,8 @@ def _prepare(controller: Controller, name: str, module: types.ModuleType, stage:
     staged = copy.copy(container)
     if prepared.container_class is not None:
         staged.__class__ = prepared.container_class
-    if prepared.model is not None:
-        staged.model = prepared.model.model
+    # The module itself: a distributed wrapper's forward is a collective, and the canary runs on one rank.
+    staged.model = prepared.model.model if prepared.model is not None else ddp.unwrap(container.model)
     prepared.tried = _canary(staged)
     return prepared
 

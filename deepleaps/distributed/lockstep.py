@@ -1,0 +1,162 @@
+"""Every change rank 0 commits, applied by every rank at the same safe point (docs/distributed.md).
+
+Rank 0 alone serves the control channel, keeps the journal and decides. At every safe point
+one small collective carries its decision: whether anything happens here. Mostly nothing
+does, and that is all. When something does (requests are queued, a journal is being
+replayed, a failed node awaits its removal, the run is paused), every rank sends rank 0 its
+random state (a checkpoint written here keeps them all), rank 0 serves the requests through
+the commit protocol, and broadcasts the journal entries it committed, whether the run is
+paused or stopping, and its ``$latest``. The other ranks apply the entries through the path
+a replay takes (:func:`deepleaps.control.verbs.replay`: module reloads bring their source
+text, checked against its hash), then all ranks agree that every one succeeded, or the run
+ends on all of them. A model whose parameters changed is wrapped again
+(:func:`deepleaps.distributed.ddp.rewrap`), which gives every rank rank 0's weights.
+
+A paused run loops here: rank 0 waits a fraction of a second for a request, and every such
+round is a collective, so no rank waits long enough for the collective timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from concurrent.futures import Future
+from typing import Any
+
+import attrs
+
+from deepleaps.compiler import PlanNode
+from deepleaps.control import verbs
+from deepleaps.control.engine import Controller
+from deepleaps.control.journal import Journal
+from deepleaps.distributed import ddp
+from deepleaps.distributed.ranks import Shared, World
+from deepleaps.lang.diagnostics import describe
+from deepleaps.runtime import Interpreter
+from deepleaps.train.checkpoint import rng_state
+
+log = logging.getLogger("deepleaps.distributed")
+
+#: How long a paused rank 0 waits for a request before the next round of the collective.
+PAUSE_ROUND = 0.2
+
+
+class LockstepError(RuntimeError):
+    """A change that rank 0 committed failed on another rank: the run ends on every rank."""
+
+
+class RecordingJournal(Journal):
+    """Rank 0's journal, which also hands over the entries written since it was last asked."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self._recent: list[dict[str, Any]] = []
+
+    def write(self, entry: dict[str, Any]) -> Future:
+        durable = super().write(entry)
+        self._recent.append(dict(entry))
+        return durable
+
+    def take(self) -> list[dict[str, Any]]:
+        recent, self._recent = self._recent, []
+        return recent
+
+
+@attrs.frozen
+class Decision:
+    """What rank 0 tells the others at a safe point where something happened."""
+
+    entries: list[dict[str, Any]]
+    paused: bool
+    stop: bool
+    latest: Any
+
+
+class Lockstep:
+    """The safe-point hook of every rank of a distributed run, in place of the controller's own."""
+
+    def __init__(self, controller: Controller, world: World, journal: RecordingJournal | None = None):
+        self.controller = controller
+        self.world = world
+        self.journal = journal
+        interpreter = controller.interpreter
+        interpreter.remove_safe_point_hook(controller.on_safe_point)
+        interpreter.add_safe_point_hook(self.on_safe_point)
+
+    def on_safe_point(self, interpreter: Interpreter, node: PlanNode) -> None:
+        held = False
+        while self._round(interpreter, node, held):
+            held = True
+        if self.world.is_main:
+            self.controller.tick()
+
+    def _round(self, interpreter: Interpreter, node: PlanNode, held: bool) -> bool:
+        """One round of the safe point; whether the run is held (paused) for another."""
+        world, controller = self.world, self.controller
+        wanted = world.is_main and (held or controller.due or interpreter.stop_requested)
+        if not world.flags([int(wanted)])[0]:
+            return False
+        states = world.gather(rng_state())
+        decision: Decision | None = None
+        if world.is_main:
+            world.shared = Shared(rng=states)
+            try:
+                if held:
+                    controller.serve_paused(node, PAUSE_ROUND)
+                else:
+                    controller.serve(node)
+            finally:
+                world.shared = None
+            assert self.journal is not None  # rank 0 keeps it
+            latest = interpreter.context.variables.get("latest")
+            decision = Decision(self.journal.take(), controller.holding, interpreter.stop_requested, latest)
+        decision = world.broadcast(decision if world.is_main else None)
+        problem = None if world.is_main else self._apply(decision, node)
+        if decision.entries:
+            if not world.all_agree(problem is None):
+                raise LockstepError(self._failure(decision, problem))
+            self._rewrap(interpreter)
+            self._report(decision, node)
+        if decision.stop:
+            interpreter.request_stop()
+        return decision.paused
+
+    def _apply(self, decision: Decision, node: PlanNode) -> str | None:
+        """Apply rank 0's entries on this rank as a replay does; why one failed, or None."""
+        controller = self.controller
+        self.world.shared = Shared(latest=decision.latest)
+        try:
+            for entry in decision.entries:
+                try:
+                    reply = verbs.replay(controller, entry, node)
+                except Exception as error:
+                    log.exception("rank %s: patch %s failed", self.world.rank, entry["id"])
+                    return f"patch {entry['id']} ({entry['verb']}): {describe(error)}"
+                if not reply.ok:
+                    return f"patch {entry['id']} ({entry['verb']}): {reply.message}"
+        finally:
+            self.world.shared = None
+        if decision.latest is not None:
+            controller.interpreter.context.variables["latest"] = decision.latest
+        return None
+
+    def _failure(self, decision: Decision, problem: str | None) -> str:
+        ids = ", ".join(str(entry["id"]) for entry in decision.entries)
+        where = f"rank {self.world.rank}: {problem}" if problem else "on another rank (its output says why)"
+        return f"patches {ids} were applied on rank 0 but failed {where}; the run ends on every rank"
+
+    def _rewrap(self, interpreter: Interpreter) -> None:
+        container = interpreter.context.container
+        if container is not None:
+            container.model = ddp.rewrap(container.model)
+
+    def _report(self, decision: Decision, node: PlanNode) -> None:
+        """One line per applied entry on every rank: where each rank applied what."""
+        counters = self.controller.point(node)["counters"]
+        for entry in decision.entries:
+            where = " ".join(f"{key}={value}" for key, value in counters.items())
+            print(
+                f"[rank {self.world.rank}] applied patch {entry['id']} {entry['verb']} at {node.name} {where}",
+                file=sys.stderr,
+                flush=True,
+            )
