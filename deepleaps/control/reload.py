@@ -310,7 +310,7 @@ def _prepare(controller: Controller, name: str, module: types.ModuleType, stage:
     container = interpreter.context.container
     if container is None:
         return prepared
-    if type(container.model).__module__ == name:
+    if type(ddp.unwrap(container.model)).__module__ == name:
         stage.now = "building the model"
         prepared.model = rebuilt_model(container)
     if type(container).__module__ == name:

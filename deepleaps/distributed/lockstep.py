@@ -155,8 +155,6 @@ class Lockstep:
         counters = self.controller.point(node)["counters"]
         for entry in decision.entries:
             where = " ".join(f"{key}={value}" for key, value in counters.items())
-            print(
-                f"[rank {self.world.rank}] applied patch {entry['id']} {entry['verb']} at {node.name} {where}",
-                file=sys.stderr,
-                flush=True,
-            )
+            line = f"[rank {self.world.rank}] applied patch {entry['id']} {entry['verb']} at {node.name} {where}\n"
+            sys.stderr.write(line)  # one write: the ranks share the launcher's stderr
+            sys.stderr.flush()
