@@ -114,6 +114,9 @@ class App:
         self.watcher: CodeWatcher | None = None
         self._replay = read_journal(replay) if replay is not None else []
         self.world = ranks.SINGLE
+        #: Whether this run joined the process group (and leaves it at its end): an embedding
+        #: program that joined it first keeps it.
+        self._joined = False
 
     @staticmethod
     def make_workspace(directory: str | Path = ".") -> Path:
@@ -146,6 +149,7 @@ class App:
         settings = self.settings
         output = self.workspace / settings.output  # an absolute output stays as it is
         source = self.workspace / settings.source if settings.source else None
+        self._joined = not ranks.world().distributed
         self.world = ranks.join(settings.collective_timeout)
         self.experiment = experiment = self._open_experiment(output, source)
         if self.world.is_main:
@@ -323,7 +327,8 @@ class App:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._close_log()
-            ranks.leave()
+            if self._joined:
+                ranks.leave()
         if interrupted.is_set():
             latest = interpreter.context.variables.get("latest")
             if isinstance(latest, CheckpointRef):
