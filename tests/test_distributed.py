@@ -46,36 +46,24 @@ $root(
     )
 )
 """
-#: The model, reloaded with a new layer that each rank initialises from a random state of its own.
-RELOADED_MODEL = '''\
-"""A small convolutional classifier, with a correction layer."""
-
-import os
-
-import torch
-from torch import nn
 
 
-class SimpleConv(nn.Module):
-    def __init__(self, classes: int = 3, width: int = 16):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.head = nn.Linear(2 * width * 8 * 8, classes)
+def reloaded_model(text: str) -> str:
+    """The example's model with a correction layer that each rank initialises from a random
+    state of its own: only rank 0's initial weights, broadcast, keep the ranks equal."""
+    text = text.replace("from torch import nn", "import os\n\nimport torch\nfrom torch import nn")
+    layer = """
         with torch.random.fork_rng():
             torch.manual_seed(100 + int(os.environ.get("RANK", "0")))
             self.correction = nn.Linear(classes, classes)
+"""
+    text = text.replace("classes)\n\n    def forward", "classes)\n" + layer + "\n    def forward")
+    forward = "return self.head(self.features(images).flatten(1))"
+    assert forward in text and "self.correction" in text
+    corrected = f"logits = {forward.removeprefix('return ')}\n        return logits + 0.1 * self.correction(logits)"
+    return text.replace(forward, corrected)
 
-    def forward(self, images):
-        logits = self.head(self.features(images).flatten(1))
-        return logits + 0.1 * self.correction(logits)
-'''
+
 APPLIED = re.compile(r"^\[rank (\d)\] applied patch (\d+) (\w+) at (\w+) (.*)$", re.MULTILINE)
 
 
@@ -137,14 +125,8 @@ class TwoProcesses(Training):
         self.config = command_file(workspace, name, epochs=epochs, throttle=throttle)
         self.info_path = workspace / ".deepleaps" / name / "control.json"
 
-    def _read_info(self):
-        if self.process.poll() is not None:
-            pytest.fail(f"the training exited with {self.process.returncode} before serving\n{self.describe()}")
-        try:
-            info = json.loads(self.info_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return info if _parent(info.get("pid")) == self.process.pid else None
+    def _serves(self, pid: int | None) -> bool:
+        return _parent(pid) == self.process.pid
 
 
 def _parent(pid: int | None) -> int | None:
@@ -183,7 +165,7 @@ def live(workspace: Path) -> dict:
         replies["bad_set"] = training.send("SET", "optimizer.lr -1")
         model = workspace / "src" / "model" / "SimpleConv.py"
         original = model.read_text(encoding="utf-8")
-        model.write_text(RELOADED_MODEL, encoding="utf-8")
+        model.write_text(reloaded_model(original), encoding="utf-8")
         try:
             replies["reload"] = training.send("RELOAD_MODULE", "src.model.SimpleConv")
         finally:
