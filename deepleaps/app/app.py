@@ -104,6 +104,7 @@ class App:
         self.interpreter: Interpreter | None = None
         self.controller: Controller | None = None
         self.server: ControlServer | None = None
+        self.lockstep: Lockstep | None = None
         self._handler: logging.FileHandler | None = None
         # Checked before a run directory exists: a refused setting leaves nothing behind.
         self.server_settings = ServerSettings.from_section(
@@ -233,7 +234,7 @@ class App:
             journaled_ids=[int(entry["id"]) for entry in read_journal(directory / JOURNAL)] if saved else (),
         )
         if world.distributed:
-            Lockstep(self.controller, world, journal if isinstance(journal, RecordingJournal) else None)
+            self.lockstep = Lockstep(self.controller, world, journal if isinstance(journal, RecordingJournal) else None)
         if not main:
             return
         if self._serve:
@@ -355,6 +356,8 @@ class App:
             RuntimeError: they are not.
         """
         container = self.interpreter.context.container if self.interpreter is not None else None
+        if self.lockstep is not None:
+            self.lockstep.finish()
         if not self.world.distributed or container is None:
             return
         digests = self.world.gather(ddp.fingerprint(container.model))

@@ -1,9 +1,11 @@
 """Every change rank 0 commits, applied by every rank at the same safe point (docs/distributed.md).
 
 Rank 0 alone serves the control channel, keeps the journal and decides. At every safe point
-one small collective carries its decision: whether anything happens here. Mostly nothing
-does, and that is all. When something does (requests are queued, a journal is being
-replayed, a failed node awaits its removal, the run is paused), every rank sends rank 0 its
+it announces whether anything happens at the next one: a broadcast of one integer, started
+there and awaited at the next safe point, so that it travels while the step runs and adds
+no wait of its own. Mostly nothing happens, and that is all. When something does (requests
+are queued, a journal is being replayed, a failed node awaits its removal, the run is
+paused or stopping), every rank sends rank 0 its
 random state (a checkpoint written here keeps them all), rank 0 serves the requests through
 the commit protocol, and broadcasts the journal entries it committed, whether the run is
 paused or stopping, and its ``$latest``. The other ranks apply the entries through the path
@@ -30,7 +32,7 @@ from deepleaps.control import verbs
 from deepleaps.control.engine import Controller
 from deepleaps.control.journal import Journal
 from deepleaps.distributed import ddp
-from deepleaps.distributed.ranks import Shared, World
+from deepleaps.distributed.ranks import Announcement, Shared, World
 from deepleaps.lang.diagnostics import describe
 from deepleaps.runtime import Interpreter
 from deepleaps.train.checkpoint import rng_state
@@ -82,20 +84,31 @@ class Lockstep:
         interpreter = controller.interpreter
         interpreter.remove_safe_point_hook(controller.on_safe_point)
         interpreter.add_safe_point_hook(self.on_safe_point)
+        #: What rank 0 announced at the last safe point about the next (the first: a replayed
+        #: journal may have an entry there).
+        self._announced: Announcement | None = world.announce([int(world.is_main and controller.due)])
 
     def on_safe_point(self, interpreter: Interpreter, node: PlanNode) -> None:
-        held = False
-        while self._round(interpreter, node, held):
-            held = True
+        announced, self._announced = self._announced, None
+        if announced is not None and announced.wait()[0]:
+            held = self._round(interpreter, node, held=False)
+            while held:
+                held = self._round(interpreter, node, held=True)
+        controller = self.controller
+        wanted = self.world.is_main and (controller.due or controller.holding or interpreter.stop_requested)
+        self._announced = self.world.announce([int(wanted)])
         if self.world.is_main:
-            self.controller.tick()
+            controller.tick()
+
+    def finish(self) -> None:
+        """The run ended on every rank: receive the last announcement (nothing follows it)."""
+        announced, self._announced = self._announced, None
+        if announced is not None:
+            announced.wait()
 
     def _round(self, interpreter: Interpreter, node: PlanNode, held: bool) -> bool:
-        """One round of the safe point; whether the run is held (paused) for another."""
+        """One round of the safe point, on every rank; whether the run is held (paused) for another."""
         world, controller = self.world, self.controller
-        wanted = world.is_main and (held or controller.due or interpreter.stop_requested)
-        if not world.flags([int(wanted)])[0]:
-            return False
         states = world.gather(rng_state())
         decision: Decision | None = None
         if world.is_main:

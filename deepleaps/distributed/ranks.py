@@ -48,13 +48,12 @@ class World:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def flags(self, values: Sequence[int]) -> list[int]:
-        """Rank 0's few integers, on every rank: the cheap collective of every safe point."""
-        if not self.distributed:
-            return list(values)
+    def announce(self, values: Sequence[int]) -> Announcement:
+        """Start sending rank 0's few integers to every rank; :meth:`Announcement.wait` has them.
+        Started at one safe point and awaited at the next, the collective overlaps a step."""
         tensor = torch.tensor(list(values), dtype=torch.int64, device=self.device)
-        dist.broadcast(tensor, src=0)
-        return [int(value) for value in tensor.tolist()]
+        work = dist.broadcast(tensor, src=0, async_op=True) if self.distributed else None
+        return Announcement(tensor, work)
 
     def gather(self, value: Any) -> list[Any] | None:
         """Every rank's ``value``, in rank order, on rank 0 (None elsewhere)."""
@@ -84,6 +83,19 @@ class World:
     def device(self) -> torch.device:
         """Where nccl's tensors must be; gloo takes them on the CPU."""
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
+
+@attrs.frozen
+class Announcement:
+    """Integers on their way from rank 0."""
+
+    tensor: torch.Tensor
+    work: Any = None
+
+    def wait(self) -> list[int]:
+        if self.work is not None:
+            self.work.wait()
+        return [int(value) for value in self.tensor.tolist()]
 
 
 @attrs.define
