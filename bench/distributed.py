@@ -15,9 +15,10 @@ same seed on the same data:
 Rank 0 stamps the wall time after every step; a step's time is the difference between two
 stamps (the first ``--warmup`` steps of a run are left out). Wall time, not CPU time: a
 step of a distributed run includes waiting for the other rank. Per run: the median step;
-the table gives the median over rounds and the median ratio to the plain loop of the same
-round. Both variants must end with the same parameters, or the run stops. The backend is
-gloo on the CPU and nccl where CUDA is available (one GPU per rank).
+the table gives the median over rounds, the median ratio to the plain loop of the same
+round and the quartiles of those ratios. Both variants must end with the same parameters,
+or the run stops. The backend is gloo on the CPU and nccl where CUDA is available (one GPU
+per rank).
 
 Usage::
 
@@ -200,12 +201,14 @@ def table(results: dict) -> str:
     plain = runs["plain"]
     lines = [
         f"backend {results['backend']}, {results['size']} processes, {len(plain)} rounds",
-        "| variant | median step (µs) | ratio to plain DDP |",
-        "| --- | ---: | ---: |",
+        "| variant | median step (µs) | ratio to plain DDP | ratio's quartiles |",
+        "| --- | ---: | ---: | ---: |",
     ]
     for variant, medians in runs.items():
-        ratio = statistics.median(m / p for m, p in zip(medians, plain))
-        lines.append(f"| {variant} | {statistics.median(medians) * 1e6:.0f} | {ratio:.3f} |")
+        ratios = [m / p for m, p in zip(medians, plain)]
+        low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0], 0, ratios[0])
+        step = statistics.median(medians) * 1e6
+        lines.append(f"| {variant} | {step:.0f} | {statistics.median(ratios):.3f} | {low:.3f} – {high:.3f} |")
     return "\n".join(lines)
 
 
