@@ -28,6 +28,7 @@ from workspace_fixtures import (
     environment,
     load,
     make_small_workspace,
+    parent_pid,
     run_deepleaps,
     run_directories,
     write_command_file,
@@ -126,20 +127,13 @@ class TwoProcesses(Training):
         self.info_path = workspace / ".deepleaps" / name / "control.json"
 
     def _serves(self, pid: int | None) -> bool:
-        return _parent(pid) == self.process.pid
-
-
-def _parent(pid: int | None) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+        return parent_pid(pid) == self.process.pid
 
 
 def _descendants(pid: int) -> list[int]:
     children = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _parent(int(entry.name)) == pid:
+        if entry.name.isdigit() and parent_pid(int(entry.name)) == pid:
             children.append(int(entry.name))
     return children + [grandchild for child in children for grandchild in _descendants(child)]
 
