@@ -31,6 +31,7 @@ from workspace_fixtures import (
     parent_pid,
     run_deepleaps,
     run_directories,
+    start_deepleaps,
     write_command_file,
 )
 
@@ -238,37 +239,52 @@ def test_a_pause_longer_than_the_collective_timeout_holds_every_rank(live: dict)
     assert live["training"].last_logged_step() >= live["held_at"] + 4
 
 
+def carried_over(checkpoint: dict) -> None:
+    """The live run's changes are in ``checkpoint``: the learning rate, the reloaded model, the added node."""
+    assert checkpoint["modules"]["OPTIMIZER"]["param_groups"][0]["lr"] == 0.001
+    assert "correction.weight" in checkpoint["modules"]["MODEL"], "the reloaded model did not carry over"
+    assert "LossPrintCommand" in json.dumps(checkpoint["control"]["program"]), "the added node did not carry over"
+
+
 @pytest.mark.slow
 def test_resume_after_stop_with_two_processes_then_with_one(workspace: Path, live: dict):
+    """Resumed with two processes and stopped by a SIGTERM to the launcher (both ranks stop at
+    the same step, after a checkpoint), then resumed with one process to the end."""
     run_dir, config = live["run_dir"], live["config"]
     stopped = load(checkpoints(run_dir)[-1])
     assert len(stopped["rng_ranks"]) == 2
-    epoch = stopped["states"]["TRAINING_LOADER"]["total_step"]
-    steps = stopped["states"]["TRAINING_BATCH"]["total_step"]
-    for processes, more in ((2, 1), (1, 2)):
-        launcher = ("--nproc-per-node", "2") if processes == 2 else ()
-        result = run_deepleaps(
-            workspace,
-            "run",
-            *launcher,
-            "--config",
-            config,
-            "--mode",
-            "resume",
-            "--no-server",
-            "--set",
-            f"TRAINING_LOADER.repeat={epoch + more + 1}",
-            "--set",
-            "THROTTLE.seconds=0",
-        )
-        assert result.returncode == 0, describe(result)
-        assert run_directories(workspace, "live") == [run_dir]
-        resumed = load(checkpoints(run_dir)[-1])
-        assert resumed["states"]["TRAINING_BATCH"]["total_step"] > steps
-        steps = resumed["states"]["TRAINING_BATCH"]["total_step"]
-        assert resumed["modules"]["OPTIMIZER"]["param_groups"][0]["lr"] == 0.001
-        assert "correction.weight" in resumed["modules"]["MODEL"], "the reloaded model did not carry over"
-        assert "LossPrintCommand" in json.dumps(resumed["control"]["program"]), "the added node did not carry over"
+    logged = len(live["training"].metrics())
+    process = start_deepleaps(
+        workspace, "run", "--nproc-per-node", "2", "--config", config, "--mode", "resume", "--no-server"
+    )
+    try:
+        wait_for(lambda: len(live["training"].metrics()) >= logged + 6, "the resumed run to train", timeout=60)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    ranks = applied(stderr)
+    entry = live["training"].journal()[-1]
+    assert (entry["verb"], entry["origin"]) == ("STOP", "signal")
+    node = entry["point"]["node"]
+    assert ranks[0][-1] == ranks[1][-1] == (entry["id"], "STOP", node, counters(entry["point"]["counters"]))
+    signalled = load(checkpoints(run_dir)[-1])
+    assert signalled["states"][node] == {**signalled["states"][node], **entry["point"]["counters"]}
+    assert signalled["states"]["TRAINING_BATCH"]["total_step"] > stopped["states"]["TRAINING_BATCH"]["total_step"]
+    assert len(signalled["rng_ranks"]) == 2
+    carried_over(signalled)
+
+    epochs = signalled["states"]["TRAINING_LOADER"]["total_step"]
+    result = run_deepleaps(
+        workspace,
+        *("run", "--config", config, "--mode", "resume", "--no-server"),
+        *("--set", f"TRAINING_LOADER.repeat={epochs + 2}", "--set", "THROTTLE.seconds=0"),
+    )
+    assert result.returncode == 0, describe(result)
+    assert run_directories(workspace, "live") == [run_dir]
+    ended = load(checkpoints(run_dir)[-1])
+    assert ended["states"]["TRAINING_LOADER"]["step"] == epochs + 2
+    carried_over(ended)
     rows = live["training"].metrics()
     assert [int(row["total_step"]) for row in rows] == list(range(1, len(rows) + 1))
 

@@ -72,6 +72,8 @@ class Decision:
     paused: bool
     stop: bool
     latest: Any
+    #: Why serving failed on rank 0 (a replayed entry that failed …): the run ends on every rank.
+    failed: str | None = None
 
 
 class Lockstep:
@@ -111,6 +113,7 @@ class Lockstep:
         world, controller = self.world, self.controller
         states = world.gather(rng_state())
         decision: Decision | None = None
+        error: Exception | None = None
         if world.is_main:
             world.shared = Shared(rng=states)
             try:
@@ -118,12 +121,19 @@ class Lockstep:
                     controller.serve_paused(node, PAUSE_ROUND)
                 else:
                     controller.serve(node)
+            except Exception as raised:  # told to every rank before it ends the run here
+                error = raised
             finally:
                 world.shared = None
             assert self.journal is not None  # rank 0 keeps it
             latest = interpreter.context.variables.get("latest")
-            decision = Decision(self.journal.take(), controller.holding, interpreter.stop_requested, latest)
+            failed = describe(error) if error is not None else None
+            decision = Decision(self.journal.take(), controller.holding, interpreter.stop_requested, latest, failed)
         decision = world.broadcast(decision if world.is_main else None)
+        if error is not None:
+            raise error
+        if decision.failed is not None:
+            raise LockstepError(f"rank 0 failed at a safe point: {decision.failed}; the run ends on every rank")
         problem = None if world.is_main else self._apply(decision, node)
         if decision.entries:
             if not world.all_agree(problem is None):
