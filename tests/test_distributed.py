@@ -355,3 +355,25 @@ def test_a_rank_killed_ends_the_run_within_60_s_leaving_no_process(workspace: Pa
         wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in ranks), "every rank to be gone", timeout=5)
     finally:
         training.kill()
+
+
+@pytest.mark.slow
+def test_a_change_that_fails_on_another_rank_ends_the_run_on_every_rank(workspace: Path):
+    training = TwoProcesses(workspace, "diverging")
+    model = workspace / "src" / "model" / "SimpleConv.py"
+    original = model.read_text(encoding="utf-8")
+    failing = 'import os\n\nif os.environ.get("RANK") == "1":\n    raise RuntimeError("not on rank 1")\n\n'
+    try:
+        training.start()
+        model.write_text(failing + original, encoding="utf-8")
+        reply = training.send("RELOAD_MODULE", "src.model.SimpleConv")
+        status = training.wait_exit(timeout=60)
+    finally:
+        model.write_text(original, encoding="utf-8")
+        training.kill()
+    assert reply["ok"], reply  # applied on rank 0, and journaled there
+    assert status != 0
+    stderr = training.stderr()
+    assert re.search(r"patch \d+, applied on rank 0, failed on rank 1: patch \d+ \(RELOAD_MODULE\)", stderr)
+    assert "not on rank 1" in stderr
+    assert "the run ends on every rank" in stderr

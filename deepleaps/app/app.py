@@ -105,7 +105,7 @@ class App:
         self.controller: Controller | None = None
         self.server: ControlServer | None = None
         self.lockstep: Lockstep | None = None
-        self._handler: logging.FileHandler | None = None
+        self._handler: logging.Handler | None = None
         # Checked before a run directory exists: a refused setting leaves nothing behind.
         self.server_settings = ServerSettings.from_section(
             self.program_file.settings.get("COMMAND_CONTROLLER"), ipc_port=port
@@ -153,8 +153,7 @@ class App:
         self._joined = not ranks.world().distributed
         self.world = ranks.join(settings.collective_timeout)
         self.experiment = experiment = self._open_experiment(output, source)
-        if self.world.is_main:
-            self._log_to(experiment.directory / "run.log")
+        self._log_to(experiment.directory / "run.log" if self.world.is_main else None)
         if experiment.passed_over and self.world.is_main:
             names = ", ".join(path.name for path in experiment.passed_over)
             note = f"resuming {experiment.directory.name}, the newest run with a checkpoint ({names}: none)"
@@ -266,8 +265,9 @@ class App:
         interpreter.add_resume_hook(lambda _: set_rng_state(rng))
         log.info("resuming from checkpoint %s", experiment.start_from.id)
 
-    def _log_to(self, path: Path) -> None:
-        handler = logging.FileHandler(path, encoding="utf-8")
+    def _log_to(self, path: Path | None) -> None:
+        """The run's log: ``path``; None (a rank other than 0, which prints its errors) none."""
+        handler = logging.FileHandler(path, encoding="utf-8") if path is not None else logging.NullHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("deepleaps")
         root.addHandler(handler)

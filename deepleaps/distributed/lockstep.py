@@ -33,7 +33,8 @@ from deepleaps.control.engine import Controller
 from deepleaps.control.journal import Journal
 from deepleaps.distributed import ddp
 from deepleaps.distributed.ranks import Announcement, Shared, World
-from deepleaps.lang.diagnostics import describe
+from deepleaps.lang import ProgramError
+from deepleaps.lang.diagnostics import Diagnostic, describe
 from deepleaps.runtime import Interpreter
 from deepleaps.train.checkpoint import rng_state
 
@@ -43,8 +44,11 @@ log = logging.getLogger("deepleaps.distributed")
 PAUSE_ROUND = 0.2
 
 
-class LockstepError(RuntimeError):
+class LockstepError(ProgramError):
     """A change that rank 0 committed failed on another rank: the run ends on every rank."""
+
+    def __init__(self, message: str):
+        super().__init__([Diagnostic(message)])
 
 
 class RecordingJournal(Journal):
@@ -152,8 +156,9 @@ class Lockstep:
             for entry in decision.entries:
                 try:
                     reply = verbs.replay(controller, entry, node)
-                except Exception as error:
-                    log.exception("rank %s: patch %s failed", self.world.rank, entry["id"])
+                except Exception as error:  # a user's mistake says all in its message; a bug gets its traceback
+                    traceback = not isinstance(error, ProgramError)
+                    log.error("rank %s: patch %s failed", self.world.rank, entry["id"], exc_info=traceback)
                     return f"patch {entry['id']} ({entry['verb']}): {describe(error)}"
                 if not reply.ok:
                     return f"patch {entry['id']} ({entry['verb']}): {reply.message}"
@@ -165,8 +170,9 @@ class Lockstep:
 
     def _failure(self, decision: Decision, problem: str | None) -> str:
         ids = ", ".join(str(entry["id"]) for entry in decision.entries)
-        where = f"rank {self.world.rank}: {problem}" if problem else "on another rank (its output says why)"
-        return f"patches {ids} were applied on rank 0 but failed {where}; the run ends on every rank"
+        what = f"patch{'es' if len(decision.entries) > 1 else ''} {ids}, applied on rank 0,"
+        where = f"on rank {self.world.rank}: {problem}" if problem else "on another rank (its output says why)"
+        return f"{what} failed {where}; the run ends on every rank"
 
     def _rewrap(self, interpreter: Interpreter) -> None:
         container = interpreter.context.container
