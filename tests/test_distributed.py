@@ -66,6 +66,28 @@ def reloaded_model(text: str) -> str:
     return text.replace(forward, corrected)
 
 
+FREEZE_COMMAND = '''\
+"""Stops a part of the model from training (what a user's command may do while it trains)."""
+
+import attrs
+
+from deepleaps.compiler import Kind
+from deepleaps.distributed.ddp import unwrap
+from deepleaps.runtime import Command, command
+
+
+@command
+class FreezeCommand(Command):
+    name = "FreezeCommand"
+    kind = Kind.LEAF
+
+    @attrs.frozen
+    class Args:
+        part: str = "features"
+
+    def run(self, ctx):
+        getattr(unwrap(ctx.container.model), self.args.part).requires_grad_(False)
+'''
 APPLIED = re.compile(r"^\[rank (\d)\] applied patch (\d+) (\w+) at (\w+) (.*)$", re.MULTILINE)
 
 
@@ -98,6 +120,7 @@ def test_several_nodes_without_an_endpoint_are_refused():
 def workspace(tmp_path_factory) -> Path:
     directory = make_small_workspace(tmp_path_factory.mktemp("distributed"))
     (directory / "src" / "ipc" / "Throttle.py").write_text(THROTTLE_COMMAND, encoding="utf-8")
+    (directory / "src" / "ipc" / "Freeze.py").write_text(FREEZE_COMMAND, encoding="utf-8")
     return directory
 
 
@@ -108,9 +131,8 @@ def command_file(workspace: Path, name: str, *, epochs: int, throttle: float = 0
         "THROTTLE": {"command": "ThrottleCommand", "args": {"seconds": throttle}},
         "LOG_METRICS": {"command": "LogMetricsCommand", "args": {"tensorboard": False}},
     }
-    path = write_command_file(
-        workspace, f"{name}.yaml", epochs=epochs, program=PROGRAM, define=define, modules=("src.ipc.Throttle",)
-    )
+    modules = ("src.ipc.Throttle", "src.ipc.Freeze")
+    path = write_command_file(workspace, f"{name}.yaml", epochs=epochs, program=PROGRAM, define=define, modules=modules)
     config = yaml.safe_load((workspace / path).read_text(encoding="utf-8"))
     config["DEFINE"]["LOG_METRICS"].pop("run_cycle", None)
     config["COMMAND_CONTROLLER"]["token_file"] = f".deepleaps/{name}/control.token"
@@ -158,6 +180,7 @@ def live(workspace: Path) -> dict:
         replies["refused"] = training.send("ADD", "$TRAINING_BATCH( *PrintCommand[content= )")
         replies["set"] = training.send("SET", "optimizer.lr 0.001")
         replies["bad_set"] = training.send("SET", "optimizer.lr -1")
+        replies["freeze"] = training.send("ADD", "$TRAINING_BATCH( *FreezeCommand )")
         model = workspace / "src" / "model" / "SimpleConv.py"
         original = model.read_text(encoding="utf-8")
         model.write_text(reloaded_model(original), encoding="utf-8")
@@ -192,12 +215,12 @@ def live(workspace: Path) -> dict:
 def test_every_change_is_applied_by_every_rank_at_the_same_step(workspace: Path, live: dict):
     training, replies = live["training"], live["replies"]
     assert live["status"] == 0, training.describe()
-    for verb in ("add", "set", "reload", "pause", "resume", "stop"):
+    for verb in ("add", "set", "freeze", "reload", "pause", "resume", "stop"):
         assert replies[verb]["ok"], replies[verb]
     assert "tried on the last batch" in replies["reload"]["message"]
     assert run_directories(workspace, "live") == [live["run_dir"]]
     journal = training.journal()
-    assert [entry["verb"] for entry in journal] == ["ADD", "SET", "RELOAD_MODULE", "PAUSE", "RESUME", "STOP"]
+    assert [entry["verb"] for entry in journal] == ["ADD", "SET", "ADD", "RELOAD_MODULE", "PAUSE", "RESUME", "STOP"]
     assert len({entry["id"] for entry in journal}) == len(journal)
     ranks = applied(live["stderr"])
     assert sorted(ranks) == [0, 1]
@@ -230,7 +253,7 @@ def test_a_change_refused_on_rank_0_reaches_no_rank(live: dict):
     replies = live["replies"]
     assert not replies["refused"]["ok"] and not replies["bad_set"]["ok"]
     verbs = [verb for _, verb, _, _ in applied(live["stderr"])[1]]
-    assert verbs.count("ADD") == 1 and verbs.count("SET") == 1
+    assert verbs.count("ADD") == 2 and verbs.count("SET") == 1
 
 
 @pytest.mark.slow

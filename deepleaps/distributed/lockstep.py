@@ -4,15 +4,16 @@ Rank 0 alone serves the control channel, keeps the journal and decides. At every
 it announces whether anything happens at the next one: a broadcast of one integer, started
 there and awaited at the next safe point, so that it travels while the step runs and adds
 no wait of its own. Mostly nothing happens, and that is all. When something does (requests
-are queued, a journal is being replayed, a failed node awaits its removal, the run is
-paused or stopping), every rank sends rank 0 its
-random state (a checkpoint written here keeps them all), rank 0 serves the requests through
-the commit protocol, and broadcasts the journal entries it committed, whether the run is
-paused or stopping, and its ``$latest``. The other ranks apply the entries through the path
-a replay takes (:func:`deepleaps.control.verbs.replay`: module reloads bring their source
-text, checked against its hash), then all ranks agree that every one succeeded, or the run
-ends on all of them. A model whose parameters changed is wrapped again
-(:func:`deepleaps.distributed.ddp.rewrap`), which gives every rank rank 0's weights.
+are queued, a journal is being replayed, a failed node awaits its removal, the run is paused
+or stopping), every rank sends rank 0 its random state (a checkpoint written here keeps them
+all), rank 0 serves the requests through the commit protocol, and broadcasts the journal
+entries it committed, whether the run is paused or stopping, and its ``$latest``. The other
+ranks apply the entries through the path a replay takes
+(:func:`deepleaps.control.verbs.replay`: module reloads bring their source text, checked
+against its hash), then all ranks agree that every one succeeded, or the run ends on all of
+them. At every safe point, a model whose parameters changed (or which of them train) is
+wrapped again (:func:`deepleaps.distributed.ddp.rewrap`), which gives every rank rank 0's
+weights.
 
 A paused run loops here: rank 0 waits a fraction of a second for a request, and every such
 round is a collective, so no rank waits long enough for the collective timeout.
@@ -100,6 +101,7 @@ class Lockstep:
             held = self._round(interpreter, node, held=False)
             while held:
                 held = self._round(interpreter, node, held=True)
+        self._rewrap(interpreter)
         controller = self.controller
         wanted = self.world.is_main and (controller.due or controller.holding or interpreter.stop_requested)
         self._announced = self.world.announce([int(wanted)])
@@ -142,7 +144,6 @@ class Lockstep:
         if decision.entries:
             if not world.all_agree(problem is None):
                 raise LockstepError(self._failure(decision, problem))
-            self._rewrap(interpreter)
             self._report(decision, node)
         if decision.stop:
             interpreter.request_stop()
@@ -175,6 +176,9 @@ class Lockstep:
         return f"{what} failed {where}; the run ends on every rank"
 
     def _rewrap(self, interpreter: Interpreter) -> None:
+        """Wrap the model again if its parameters, or which of them train, changed: by a change
+        applied here, or by a node of the program (one that freezes a layer) in the last step.
+        Every rank runs the same program, so every rank finds the same."""
         container = interpreter.context.container
         if container is not None:
             container.model = ddp.rewrap(container.model)
