@@ -288,7 +288,11 @@ class Training:
             info = json.loads(self.info_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return info if info.get("pid") == self.process.pid else None
+        return info if self._serves(info.get("pid")) else None
+
+    def _serves(self, pid: int | None) -> bool:
+        """Whether the process that wrote control.json is this training's."""
+        return pid == self.process.pid
 
     def _answers(self) -> bool:
         try:

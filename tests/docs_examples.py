@@ -53,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workspace_fixtures import deepleaps_command, environment
+from workspace_fixtures import deepleaps_command, environment, parent_pid
 
 #: The documents whose console examples are checked.
 ROOT = Path(__file__).resolve().parent.parent
@@ -326,7 +326,8 @@ class Session:
             if not _alive(pid):
                 return "the background command ended before its control server came up"
             with contextlib.suppress(OSError, ValueError):
-                if json.loads(info.read_text(encoding="utf-8")).get("pid") == pid:
+                server = json.loads(info.read_text(encoding="utf-8")).get("pid")
+                if pid in (server, parent_pid(server)):  # the training, or a rank it launched
                     return None
             time.sleep(0.1)
         return f"the background command's control server did not come up within {START_TIMEOUT:.0f} s"

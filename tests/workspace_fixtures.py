@@ -159,6 +159,15 @@ def environment() -> dict[str, str]:
     return env
 
 
+def parent_pid(pid: int | None) -> int | None:
+    """The parent of process ``pid`` (None if there is no such process): a training that
+    ``--nproc-per-node`` launched serves from rank 0, a child of the launcher."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def run_deepleaps(workspace: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``deepleaps ARGS`` in ``workspace``; fails the test with its output if it hangs."""
     try:

@@ -31,6 +31,8 @@ from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.reload import load_recorded
 from deepleaps.control.server import ControlServer, ServerSettings, tls_context
 from deepleaps.control.watch import CodeWatcher
+from deepleaps.distributed import ddp, ranks
+from deepleaps.distributed.lockstep import Lockstep, RecordingJournal
 from deepleaps.lang import ProgramError, format_program
 from deepleaps.lang.diagnostics import describe, error
 from deepleaps.lang.programfile import ProgramFile, load_program_file, merge_loaded, parse_overrides, with_overrides
@@ -53,6 +55,8 @@ class RunSettings:
     source: str | None = None  # RUN.from: the run to resume or finetune from
     seed: int | None = None
     device: str | None = None
+    #: Seconds a collective of a distributed run waits for the other ranks before the run fails.
+    collective_timeout: float = ranks.TIMEOUT
 
     @classmethod
     def from_file(cls, program_file: ProgramFile, **overrides: Any) -> RunSettings:
@@ -109,11 +113,16 @@ class App:
         self.interpreter: Interpreter | None = None
         self.controller: Controller | None = None
         self.server: ControlServer | None = None
-        self._handler: logging.FileHandler | None = None
+        self.lockstep: Lockstep | None = None
+        self._handler: logging.Handler | None = None
         self._serve = serve
         self._watch_code = watch_code
         self.watcher: CodeWatcher | None = None
         self._replay = read_journal(replay) if replay is not None else []
+        self.world = ranks.SINGLE
+        #: Whether this run joined the process group (and leaves it at its end): an embedding
+        #: program that joined it first keeps it.
+        self._joined = False
 
     @staticmethod
     def make_workspace(directory: str | Path = ".") -> Path:
@@ -146,9 +155,11 @@ class App:
         settings = self.settings
         output = self.workspace / settings.output  # an absolute output stays as it is
         source = self.workspace / settings.source if settings.source else None
-        self.experiment = experiment = open_experiment(output, settings.name, settings.mode, source)
-        self._log_to(experiment.directory / "run.log")
-        if experiment.passed_over:
+        self._joined = not ranks.world().distributed
+        self.world = ranks.join(settings.collective_timeout)
+        self.experiment = experiment = self._open_experiment(output, source)
+        self._log_to(experiment.directory / "run.log" if self.world.is_main else None)
+        if experiment.passed_over and self.world.is_main:
             names = ", ".join(path.name for path in experiment.passed_over)
             note = f"resuming {experiment.directory.name}, the newest run with a checkpoint ({names}: none)"
             log.info("%s", note)
@@ -161,10 +172,25 @@ class App:
             self._close_log()
             raise
 
+    def _open_experiment(self, output: Path, source: Path | None) -> Experiment:
+        """Rank 0 creates or reopens the run directory; the other ranks learn it, or why there is
+        none, from rank 0."""
+        settings = self.settings
+        opened: Experiment | tuple | None = None
+        if self.world.is_main:
+            try:
+                opened = open_experiment(output, settings.name, settings.mode, source)
+            except ProgramError as problem:
+                opened = problem.diagnostics
+        opened = self.world.broadcast(opened)
+        if not isinstance(opened, Experiment):
+            raise ProgramError(opened or ())
+        return opened
+
     def _prepare(self, experiment: Experiment) -> Interpreter:
         directory = experiment.directory
         program_text = "".join(format_program(program) for program in self.program_file.defaults)
-        if experiment.mode is not Mode.RESUME:
+        if experiment.mode is not Mode.RESUME and self.world.is_main:
             (directory / "program.dl").write_text(program_text, encoding="utf-8")
             shutil.copyfile(self.config_path, directory / "command.yaml")
         variables: dict[str, Any] = {
@@ -197,7 +223,9 @@ class App:
     def _control(self, interpreter: Interpreter, directory: Path, source: Plan, saved: Mapping | None) -> None:
         """The patch engine (always: it keeps the monitor file and replays journals) and its server."""
         settings = self.server_settings
-        journal = Journal(directory / JOURNAL)
+        world, main = self.world, self.world.is_main
+        # Rank 0 alone journals, serves and writes the monitor file; the others apply what it sends.
+        journal = (RecordingJournal if world.distributed else Journal)(directory / JOURNAL) if main else None
         self.controller = Controller(
             interpreter,
             source,
@@ -205,15 +233,19 @@ class App:
             definitions=self.program_file.definitions,
             sources=self.program_file.sources,
             roots=(self.workspace, self.config_path.parent),
-            run_dir=directory,
+            run_dir=directory if main else None,
             journal=journal,
             workspace=self.workspace,
             allow_external_modules=settings.allow_external_modules,
             confinement=self.confinement,
-            replay=self._replay,
+            replay=self._replay if main else (),
             restored=saved,
-            journaled_ids=[int(entry["id"]) for entry in read_journal(journal.path)] if saved else (),
+            journaled_ids=[int(entry["id"]) for entry in read_journal(directory / JOURNAL)] if saved else (),
         )
+        if world.distributed:
+            self.lockstep = Lockstep(self.controller, world, journal if isinstance(journal, RecordingJournal) else None)
+        if not main:
+            return
         if self._serve:
             self.server = ControlServer(self.controller, settings, self.workspace).start()
         if self._watch_code:
@@ -237,11 +269,15 @@ class App:
         for name, state in payload.get("commands", {}).items():
             if name in interpreter.commands:
                 interpreter.commands[name].load_state_dict(state)
-        interpreter.add_resume_hook(lambda _: set_rng_state(payload["rng"]))
+        # Each rank its own random state, when the run had as many ranks; else rank 0's.
+        states = payload.get("rng_ranks") or []
+        rng = states[self.world.rank] if len(states) == self.world.size else payload["rng"]
+        interpreter.add_resume_hook(lambda _: set_rng_state(rng))
         log.info("resuming from checkpoint %s", experiment.start_from.id)
 
-    def _log_to(self, path: Path) -> None:
-        handler = logging.FileHandler(path, encoding="utf-8")
+    def _log_to(self, path: Path | None) -> None:
+        """The run's log: ``path``; None (a rank other than 0, which prints its errors) none."""
+        handler = logging.FileHandler(path, encoding="utf-8") if path is not None else logging.NullHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("deepleaps")
         root.addHandler(handler)
@@ -253,6 +289,8 @@ class App:
 
         Ctrl-C (SIGINT) and SIGTERM stop at the next safe point as ``STOP`` does,
         after a checkpoint the run can resume from; a second Ctrl-C interrupts at once.
+        In a distributed run rank 0 alone turns a signal into ``STOP``, so that every rank
+        stops at the same step; the launcher's SIGTERM after a Ctrl-C changes nothing.
         """
         interpreter = self.interpreter or self.prepare()
         controller = self.controller
@@ -262,21 +300,28 @@ class App:
         interrupted = threading.Event()
         previous: Mapping = {}
         if handle_signals:
+            world = self.world
 
             def on_signal(signum, frame):
                 if interrupted.is_set():
-                    raise KeyboardInterrupt
+                    if signum == signal.SIGINT or not world.distributed:
+                        raise KeyboardInterrupt
+                    return
                 interrupted.set()
+                if not world.is_main:
+                    return  # rank 0 says where every rank stops
                 print(
                     "\nstopping after the current step, with a checkpoint (Ctrl-C again to interrupt now)",
                     file=sys.stderr,
                 )
                 controller.request("STOP", signal.Signals(signum).name, origin="signal")
-                interpreter.request_stop()  # stops even if the checkpoint fails: the hooks run first
+                if not world.distributed:
+                    interpreter.request_stop()  # stops even if the checkpoint fails: the hooks run first
 
             previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             interpreter.run()
+            self._check_ranks()
         except NodeFailed as failure:
             # A user's mistake says all in its message; anything else gets its traceback in run.log.
             log.error("%s", failure, exc_info=None if isinstance(failure.error, ProgramError) else failure.error)
@@ -293,6 +338,8 @@ class App:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._close_log()
+            if self._joined:
+                ranks.leave()
         if interrupted.is_set():
             latest = interpreter.context.variables.get("latest")
             if isinstance(latest, CheckpointRef):
@@ -311,6 +358,27 @@ class App:
             print(f"error: {message}", file=sys.stderr)
             return EXIT_FAILED
         return EXIT_OK
+
+    def _check_ranks(self) -> None:
+        """At the end of a distributed run: the weights are the same on every rank (rank 0 says so).
+
+        Raises:
+            RuntimeError: they are not.
+        """
+        container = self.interpreter.context.container if self.interpreter is not None else None
+        if self.lockstep is not None:
+            self.lockstep.finish()
+        if not self.world.distributed or container is None:
+            return
+        digests = self.world.gather(ddp.fingerprint(container.model))
+        if not self.world.is_main:
+            return
+        assert digests is not None  # rank 0 gathers
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"the weights differ between ranks: {', '.join(d[:12] for d in digests)}")
+        note = f"the weights are the same on all {self.world.size} ranks (sha256 {digests[0][:12]})"
+        log.info("%s", note)
+        print(note, file=sys.stderr)
 
     def _close_log(self) -> None:
         handler = self._handler

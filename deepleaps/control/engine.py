@@ -391,19 +391,42 @@ class Controller:
     # ---- the safe point (interpreter thread) ----------------------------------------------
 
     def on_safe_point(self, interpreter: Interpreter, node: PlanNode) -> None:
+        self.serve(node)
+        while self.holding:
+            self.serve_paused(node, 0.2)
+        self.tick()
+
+    @property
+    def due(self) -> bool:
+        """Whether this safe point has something to carry out (:meth:`serve`)."""
+        return bool(self._queue or self._replay or self._runtime)
+
+    @property
+    def holding(self) -> bool:
+        """Paused, and the run goes on: the safe point waits."""
+        return self.paused and not self._closed
+
+    def serve(self, node: PlanNode) -> None:
+        """Carry out, at this safe point, what is due: journal entries being replayed, the
+        removal of failed nodes, the queued requests."""
         if self._replay:
             self._replay_due(node)
         if self._runtime and not self._replay:  # while replaying, the journal says when they were removed
             self._remove_failed(node)
         while self._queue:
             self._serve(self._queue.popleft(), node)
-        while self.paused and not self._closed:
-            self._wake.wait(0.2)
-            self._wake.clear()
-            if self._replay:  # a RESUME journaled at the point of its PAUSE
-                self._replay_due(node)
-            while self._queue:
-                self._serve(self._queue.popleft(), node)
+
+    def serve_paused(self, node: PlanNode, wait: float) -> None:
+        """While paused: wait up to ``wait`` seconds for a request, then carry out what came."""
+        self._wake.wait(wait)
+        self._wake.clear()
+        if self._replay:  # a RESUME journaled at the point of its PAUSE
+            self._replay_due(node)
+        while self._queue:
+            self._serve(self._queue.popleft(), node)
+
+    def tick(self) -> None:
+        """The monitor file, at most once a second."""
         now = time.monotonic()
         if now >= self._monitor_due:
             self._monitor_due = now + 1.0

@@ -36,6 +36,7 @@ from deepleaps.compiler import PlanNode
 from deepleaps.compiler.registry import REGISTRY, Registry
 from deepleaps.control.engine import Applied, check_program
 from deepleaps.control.replies import Reply, failure
+from deepleaps.distributed import ddp
 from deepleaps.lang import ProgramError
 from deepleaps.lang.ast import Span
 from deepleaps.lang.diagnostics import Diagnostic
@@ -311,7 +312,7 @@ def _prepare(controller: Controller, name: str, module: types.ModuleType, stage:
     container = interpreter.context.container
     if container is None:
         return prepared
-    if type(container.model).__module__ == name:
+    if type(ddp.unwrap(container.model)).__module__ == name:
         stage.now = "building the model"
         prepared.model = rebuilt_model(container)
     if type(container).__module__ == name:
@@ -322,8 +323,8 @@ def _prepare(controller: Controller, name: str, module: types.ModuleType, stage:
     staged = copy.copy(container)
     if prepared.container_class is not None:
         staged.__class__ = prepared.container_class
-    if prepared.model is not None:
-        staged.model = prepared.model.model
+    # The module itself: a distributed wrapper's forward is a collective, and the canary runs on one rank.
+    staged.model = prepared.model.model if prepared.model is not None else ddp.unwrap(container.model)
     prepared.tried = _canary(staged)
     return prepared
 

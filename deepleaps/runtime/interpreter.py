@@ -296,9 +296,16 @@ class Interpreter:
     def add_safe_point_hook(self, hook: SafePointHook) -> None:
         self._hooks.append(hook)
 
+    def remove_safe_point_hook(self, hook: SafePointHook) -> None:
+        self._hooks.remove(hook)
+
     def request_stop(self) -> None:
         """Ask the run to end at the next safe point (thread-safe: a flag)."""
         self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
 
     # ---- running --------------------------------------------------------------
 

@@ -15,6 +15,8 @@ import torch
 
 from deepleaps.compiler.plan import Kind
 from deepleaps.compiler.registry import Reference
+from deepleaps.distributed import ddp
+from deepleaps.distributed.ranks import world
 from deepleaps.runtime.command import Command, command
 from deepleaps.runtime.context import Context
 from deepleaps.train.checkpoint import CheckpointRef, CheckpointStore, rng_state
@@ -58,8 +60,10 @@ class TrainerContainerLoaderCommand(Command):
         if not (isinstance(cls, type) and issubclass(cls, TrainerContainer)):
             raise ConfigError(f"'container' must name a TrainerContainer subclass, got {cls!r}")
         root = Path(ctx.variables.get("workspace", "."))
-        ctx.container = cls(config, root, confinement=confinement)
-        ctx.variables["main"] = ctx.container
+        container = cls(config, root, confinement=confinement)
+        container.model = ddp.wrap(container.model)
+        ctx.container = container
+        ctx.variables["main"] = container
 
 
 @attrs.frozen
@@ -148,13 +152,33 @@ class ModuleSaveClass(_ModuleCommand):
 
 
 def save_checkpoint(ctx: Context, modules: dict[str, Any], store: CheckpointStore) -> CheckpointRef:
-    """Write modules, node counters, the position, RNG states and the program; ``$latest`` then names it."""
+    """Write modules, node counters, the position, RNG states and the program; ``$latest`` then names it.
+
+    In a distributed run every rank calls it at the same point; rank 0 writes, with every
+    rank's random state, and the others learn ``$latest`` from it.
+    """
+    current, shared = world(), world().shared
+    states = shared.rng if shared is not None else current.gather(rng_state())
+    if shared is None:  # a command of the program: every rank is here
+        ref = current.broadcast(_write_checkpoint(ctx, modules, store, states) if current.is_main else None)
+    elif current.is_main:  # a safe point's change: the other ranks learn $latest with it
+        ref = _write_checkpoint(ctx, modules, store, states)
+    else:
+        ref = shared.latest
+    ctx.variables["latest"] = ref
+    return ref
+
+
+def _write_checkpoint(
+    ctx: Context, modules: dict[str, Any], store: CheckpointStore, states: list[Any] | None
+) -> CheckpointRef:
     interpreter = ctx.interpreter
     payload = {
         "modules": {name: module.state_dict() for name, module in modules.items()},
         "states": interpreter.snapshot(),
         "position": interpreter.position(),
         "rng": rng_state(),
+        "rng_ranks": states if world().distributed else None,
         "commands": {name: state for name, cmd in interpreter.commands.items() if (state := cmd.state_dict())},
         "program": ctx.variables.get("program_text"),
         "variables": {key: ctx.variables[key] for key in ctx.variables.get("exported", ())},
@@ -163,9 +187,7 @@ def save_checkpoint(ctx: Context, modules: dict[str, Any], store: CheckpointStor
     # ckp.meta is rewritten at every save: it keeps the counters of graphs only.
     plan = interpreter.plan
     counters = {name: state.counters() for name, state in interpreter.states.items() if plan[name].kind.has_children}
-    ref = store.save(payload, counters)
-    ctx.variables["latest"] = ref
-    return ref
+    return store.save(payload, counters)
 
 
 @command
@@ -235,9 +257,11 @@ class DataLoaderCommand(Command):
             self._resume_rng = None
         self._epoch_rng = torch.get_rng_state()
         loader = container.dataloader(self.args.loader, **overrides)
-        self._batches = iter(loader)
         epoch = ctx.counters(self.node.name).epoch
-        self._bar = Progress(f"{self.args.loader} {epoch}", len(loader)) if self.args.progress else None
+        ddp.set_epoch(loader, epoch)
+        self._batches = iter(loader)
+        shown = self.args.progress and world().is_main
+        self._bar = Progress(f"{self.args.loader} {epoch}", len(loader)) if shown else None
 
     def next_step(self, ctx: Context) -> bool:
         try:
@@ -272,6 +296,8 @@ class EvaluateCommand(Command):
 
     def run(self, ctx: Context) -> None:
         value = container_of(ctx).evaluate(self.args.loader, self.args.metric)
+        if not world().is_main:
+            return
         log.info("%s %s: %.4f", self.args.loader, self.args.metric, value)
         print(f"{self.args.loader} {self.args.metric}: {value:.4f}", flush=True)
 
@@ -293,6 +319,8 @@ class LogMetricsCommand(Command):
     _columns: list[str] | None = None
 
     def run(self, ctx: Context) -> None:
+        if not world().is_main:
+            return
         container = container_of(ctx)
         assert self.node.parent is not None  # a leaf runs under a graph
         parent = ctx.counters(self.node.parent)
@@ -361,7 +389,9 @@ class SaveImageGridCommand(Command):
         from deepleaps.train.images import save_grid
 
         container = container_of(ctx)
-        inputs, outputs, targets = container.forward(container.sample)
+        inputs, outputs, targets = container.forward(container.sample)  # on every rank: a forward may sync
+        if not world().is_main:
+            return
         counters = ctx.counters(self.node.name)
         folder = ctx.confinement.writable(Path(ctx.variables.get("base", ".")) / self.args.folder)
         path = folder / f"{self.node.name}-{counters.total_step:06d}.png"

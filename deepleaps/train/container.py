@@ -31,6 +31,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from deepleaps.compiler.registry import Reference
+from deepleaps.distributed import ddp
+from deepleaps.distributed.ranks import world
 from deepleaps.lang.diagnostics import Diagnostic, ProgramError
 from deepleaps.lang.programfile import load_yaml
 from deepleaps.train import transforms
@@ -172,7 +174,8 @@ class TrainerContainer:
 
     @property
     def modules(self) -> dict[str, Any]:
-        return {"MODEL": self.model, "OPTIMIZER": self.optimizer}
+        """What checkpoints keep: the model itself, never a distributed wrapper of it."""
+        return {"MODEL": ddp.unwrap(self.model), "OPTIMIZER": self.optimizer}
 
     # ---- data ---------------------------------------------------------------------
 
@@ -197,7 +200,11 @@ class TrainerContainer:
                 [build(step, self.confinement, default_module=transforms) for step in steps]
             )
         dataset = build(entry["dataset"], self.confinement, **extra)
-        loader = DataLoader(dataset, **settings)
+        share = ddp.sampler(dataset, bool(settings.get("shuffle")), int(self.config.get("seed", 0)))
+        if share is None:
+            loader = DataLoader(dataset, **settings)
+        else:  # each rank its share; the sampler shuffles
+            loader = DataLoader(dataset, sampler=share, **{k: v for k, v in settings.items() if k != "shuffle"})
         loader._deepleaps_settings = settings
         self._loaders[name] = loader
         return loader
@@ -258,7 +265,8 @@ class TrainerContainer:
             loss_sum += self.loss(outputs, targets).item() * targets.shape[0]
             if metric == "accuracy":
                 correct += int((outputs.argmax(dim=1) == targets).sum().item())
-        value = correct / max(total, 1) if metric == "accuracy" else loss_sum / max(total, 1)
+        seen, right, summed = world().sum([total, correct, loss_sum])  # over every rank's share
+        value = right / max(seen, 1) if metric == "accuracy" else summed / max(seen, 1)
         self.metrics[f"{name}_{metric}"] = value
         return value
 
@@ -290,7 +298,7 @@ def rebuilt_model(container: TrainerContainer) -> ModelSwap:
     """The model built again from the configuration, with the old weights, training modes and
     frozen parameters; the optimizer goes on with the state of every parameter that carried
     over and takes the new ones in its first param group (docs/design.md §7)."""
-    old = container.model
+    old = ddp.unwrap(container.model)
     new = build(container.config["model"], container.confinement).to(container.device)
     old_modules = dict(old.named_modules())
     for name, module in new.named_modules():
