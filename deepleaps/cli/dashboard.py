@@ -24,7 +24,7 @@ def dashboard_section(config: Path) -> dict | None:
 @click.option("--http-host", help="The address the page is served at (default: DASHBOARD.host, 127.0.0.1).")
 @click.option("--http-port", type=int, help="Its port (default: DASHBOARD.port; 0: any free port).")
 @connection_options
-def dashboard(http_host, http_port, host, port, token, workspace):
+def dashboard(http_host, http_port, host, port, token, cafile, workspace):
     """Serve the live page of the training running in this workspace, over its control channel.
 
     Prints the page's URL, with the token every request needs; serves until Ctrl-C.
@@ -39,4 +39,4 @@ def dashboard(http_host, http_port, host, port, token, workspace):
         )
         board = Dashboard(settings)
     click.echo(f"dashboard: {board.url}")
-    board.serve(ClientLink(lambda: Client(host, port, token, workspace=workspace)))
+    board.serve(ClientLink(lambda: Client(host, port, token, workspace=workspace, cafile=cafile)))
