@@ -207,6 +207,23 @@ def test_a_broken_fragment_shows_where_and_changes_nothing(page, live):
     assert (status(live)["version"], len(live.journal())) == before
 
 
+def test_the_running_program_is_edited_whole_and_applied_only_at_its_version(page, live):
+    page.click("#load-program")
+    page.wait_for_function("document.querySelector('#patch').value.startsWith('# version')", timeout=WAIT_MS)
+    text = page.input_value("#patch")
+    version = status(live)["version"]
+    assert text.startswith(f"# version {version} of the running program") and "TRAINING_BATCH" in text
+    page.click("#apply")  # the program as it runs: nothing to change
+    page.wait_for_function("document.querySelector('#output').textContent.includes('no change')", timeout=WAIT_MS)
+
+    assert live.send("ADD", "$TRAINING_BATCH( PRINT_LOSS )")["ok"]  # the program moves on meanwhile
+    page.click("#apply")
+    page.wait_for_function("document.querySelector('#output').textContent.includes('stale')", timeout=WAIT_MS)
+    assert f"made against version {version}, the program is at version {version + 1}" in output(page)
+    assert "PRINT_LOSS" in status(live)["nodes"] and status(live)["version"] == version + 1
+    assert live.send("REMOVE", "PRINT_LOSS")["ok"]
+
+
 def test_pause_stops_the_counters_and_resume_restarts_them(page, live):
     page.click('#controls button[data-verb="PAUSE"]')
     page.wait_for_selector("#connection.paused", timeout=WAIT_MS)

@@ -46,10 +46,6 @@ class _Run:
         self.tails: dict[str, CsvTail] = {}
         self.columns: dict[str, list[str]] = {}
         self.rows: dict[str, collections.deque] = {}
-        try:  # the program the run started with, for the console to start an edit from
-            self.program = (directory / "program.dl").read_text(encoding="utf-8")
-        except OSError:
-            self.program = ""
 
     def read(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """New journal entries, and per metrics file its new rows (``reset``: instead of all
@@ -103,8 +99,7 @@ class Feed:
         """A queue of events for one page, beginning with everything known so far."""
         queue: asyncio.Queue = asyncio.Queue(maxsize=BACKLOG)
         entries, metrics = self._run.snapshot() if self._run is not None else ([], {})
-        program = self._run.program if self._run is not None else ""
-        event = {**self._state, "journal": entries, "journal_reset": True, "metrics": metrics, "program": program}
+        event = {**self._state, "journal": entries, "journal_reset": True, "metrics": metrics}
         queue.put_nowait(event)
         self._pages.add(queue)
         self._listening.set()
@@ -172,7 +167,7 @@ class Feed:
         run_dir = data.get("run_dir")
         if run_dir and (self._run is None or str(self._run.directory) != run_dir):
             self._run = _Run(Path(run_dir), self.max_points)
-            event.update(journal_reset=True, journal=[], program=self._run.program)
+            event.update(journal_reset=True, journal=[])
         if self._run is not None:
             entries, metrics = await asyncio.to_thread(self._run.read)
             self._run.keep(entries, metrics)

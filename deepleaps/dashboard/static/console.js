@@ -4,7 +4,8 @@ import { mark, marksOf } from "./graph.js";
 
 const text = document.getElementById("patch");
 const output = document.getElementById("output");
-let program = "";
+// The first line of a program PROGRAM wrote: the version it was at (see deepleaps/control/program_text.py).
+const HEADER = /^# version (\d+) of the running program/;
 
 function mode() {
   return document.querySelector('input[name="mode"]:checked').value;
@@ -13,10 +14,6 @@ function mode() {
 export function show(reply) {
   output.textContent = replyText(reply);
   output.classList.toggle("error", !reply.ok);
-}
-
-export function setProgram(source) {
-  program = source || "";
 }
 
 document.getElementById("diff").addEventListener("click", async () => {
@@ -28,13 +25,22 @@ document.getElementById("diff").addEventListener("click", async () => {
 });
 
 document.getElementById("apply").addEventListener("click", async () => {
-  const reply = await request(mode() === "fragment" ? "ADD" : "APPLY", text.value);
+  // A program PROGRAM wrote is applied only if the training is still at its version (APPLY@N).
+  const exported = mode() === "program" ? HEADER.exec(text.value) : null;
+  const verb = mode() === "fragment" ? "ADD" : exported ? `APPLY@${exported[1]}` : "APPLY";
+  const reply = await request(verb, text.value);
   show(reply);
   mark([]);
 });
 
-document.getElementById("load-program").addEventListener("click", () => {
-  text.value = program;
+document.getElementById("load-program").addEventListener("click", async () => {
+  // The program as it runs now, live changes included, headed by its version.
+  const reply = await request("PROGRAM", "");
+  if (!reply.ok) {
+    show(reply);
+    return;
+  }
+  text.value = reply.data;
   document.querySelector('input[name="mode"][value="program"]').checked = true;
 });
 

@@ -31,7 +31,6 @@ events.onmessage = (message) => {
   for (const key of ["connected", "error", "status"]) if (key in event) state[key] = event[key];
   if ("svg" in event) graph.draw(event.svg, event.graph_error);
   if (state.status && ("svg" in event || "status" in event)) graph.update(state.status);
-  if ("program" in event) consolePanel.setProgram(event.program);
   if ("journal" in event || "status" in event) {
     journal.update(event.journal || [], event.journal_reset, state.status?.version);
   }
