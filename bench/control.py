@@ -240,7 +240,9 @@ def attach_control(interpreter, epochs: int, run_dir: Path, workspace: Path, ser
     )
     server = None
     if serve:
-        settings = ServerSettings(ipc_port=0)
+        # The engine's latency, not the per-connection rate limit (100 requests a second by
+        # default, docs/security.md), which a burst of back-to-back requests would measure.
+        settings = ServerSettings(ipc_port=0, max_requests_per_second=1e6)
         server = ControlServer(controller, settings, workspace).start()
     return controller, server
 
