@@ -185,3 +185,28 @@ def test_a_graph_whose_guard_the_compiler_drops_is_inlined_so_its_parent_is_reco
     compiled = compile_change(running, new, editscript.changed(running.source, script))
     assert compiled.plan == compile_plan(new).plan
     assert compiled.plan["Graph"].schedule == ("PrintCommand", "PrintCommand_1")
+
+
+def test_removing_the_node_that_watched_a_graph_elsewhere_lets_that_graph_be_inlined():
+    """A ``run_cycle`` that reads a graph's counters keeps the graph from being inlined; when
+    its node goes, the graph outside the region of the change is inlined after all."""
+    running = compile_source(
+        '$root( *Graph( *PrintCommand ) -> *Graph[finish=true]( *PrintCommand[run_cycle="Graph.total_step:2"] ) )'
+    )
+    assert "Graph" in running.plan["root"].schedule  # watched: not inlined
+    new = running.source.without("PrintCommand_1")
+    compiled = compile_change(running, new, editscript.changed(running.source, editscript.diff(running.source, new)))
+    assert compiled.plan == compile_plan(new).plan
+    assert "Graph" not in (compiled.plan["root"].schedule or ())
+
+
+def test_a_new_watcher_of_the_changed_graph_keeps_its_parent_from_being_inlined():
+    """A plain graph whose child is watched is not inlined: a node added below that child
+    that watches it changes the parent's place, outside the region of the change."""
+    running = compile_source("$root( *Graph( *Graph[repeat=2, finish=true]( *PrintCommand ) ) )")
+    assert "Graph" not in running.plan["root"].schedule  # inlined
+    new, among = resolved(running.source, '$Graph_1( *PrintCommand[run_cycle="Graph_1.step:2"] )')
+    script = editscript.diff(running.source, new, 1, among)
+    compiled = compile_change(running, new, editscript.changed(running.source, script))
+    assert compiled.plan == compile_plan(new).plan
+    assert "Graph" in compiled.plan["root"].schedule

@@ -73,7 +73,9 @@ def compile_change(running: Compiled, source: Plan, changed: Iterable[str]) -> C
         return compile_plan(source)
     region = [node.name for node in source.walk(top)]
     old_region = [node.name for node in running.plan.walk(top)]
-    if not _closed(source, region, changed, facts(source, running.source, changed).watchers):
+    if not _closed(source, region, changed, facts(source, running.source, changed).watchers) or _watches_out(
+        running.source, source, top
+    ):
         return compile_plan(source)
     alone = Plan({name: source[name] for name in region} | {top: attrs.evolve(source[top], parent=None)}, top)
     optimised, log, warnings = optimise(alone)
@@ -181,3 +183,21 @@ def _closed(source: Plan, region: list[str], changed: set[str], index: Watchers)
         if not index.get(target, frozenset()) <= inside:
             return False
     return True
+
+
+def _watches_out(before: Plan, after: Plan, top: str) -> bool:
+    """Whether the change can move what the passes decide outside the region of ``top``: a
+    node below ``top`` before the change watched a node outside it (removed or changed, the
+    watcher can free that node to be inlined, or stop it), or the nodes watching ``top``
+    itself changed while its parent may be inlined (a graph whose child is watched is not)."""
+    old = {node.name for node in before.walk(top)} if top in before.nodes else set()
+    if any((cycle := before[name].run_cycle) is not None and cycle.node not in old for name in old - {top}):
+        return True
+
+    def watchers(plan: Plan, names: Iterable[str]) -> set[str]:
+        return {name for name in names if (cycle := plan[name].run_cycle) is not None and cycle.node == top}
+
+    parent = after[top].parent
+    new = {node.name for node in after.walk(top)}
+    moved = watchers(before, old - {top}) != watchers(after, new - {top})
+    return moved and parent is not None and _may_inline(after[parent])
