@@ -103,6 +103,8 @@ BATCH = 64
 WORKER_BATCHES = 256
 #: Target of the idle cost: server / bare.
 TARGET = 1.01
+#: Seconds between the requests whose latency is measured alone (their pacing never waits).
+GAP = 0.02
 #: Target of the median step during a back-to-back burst of patches over the idle step.
 BURST_TARGET = 1.25
 #: Target of the growth of ADD + REMOVE latency from the smallest to the largest program of ``--sizes``.
@@ -221,11 +223,15 @@ def build_training(data: Batches, epochs: int, run_dir: Path | None, pad: int = 
     return container, interpreter
 
 
-def attach_control(interpreter, epochs: int, run_dir: Path, workspace: Path, serve: bool, pad: int = 0):
-    """The patch engine as ``App`` builds it (journal, monitor file) and, if ``serve``, its server."""
+def attach_control(
+    interpreter, epochs: int, run_dir: Path, workspace: Path, serve: bool, pad: int = 0, share: float = 1.0
+):
+    """The patch engine as ``App`` builds it (journal, monitor file, pacing at ``share``) and,
+    if ``serve``, its server."""
     from deepleaps.compiler import REGISTRY
     from deepleaps.control.engine import Controller
     from deepleaps.control.journal import FILE, Journal
+    from deepleaps.control.pacing import Pacing
     from deepleaps.control.server import ControlServer, ServerSettings
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,10 +243,11 @@ def attach_control(interpreter, epochs: int, run_dir: Path, workspace: Path, ser
         run_dir=run_dir,
         journal=Journal(run_dir / FILE),
         workspace=workspace,
+        pacing=Pacing(share),
     )
     server = None
     if serve:
-        # The engine's latency, not the per-connection rate limit (100 requests a second by
+        # The engine's pacing, not the per-connection rate limit (100 requests a second by
         # default, docs/security.md), which a burst of back-to-back requests would measure.
         settings = ServerSettings(ipc_port=0, max_requests_per_second=1e6)
         server = ControlServer(controller, settings, workspace).start()
@@ -260,14 +267,14 @@ def percentile(values: list[float], fraction: float) -> float:
 # ---- (a) latency: the worker process -------------------------------------------------------
 
 
-def worker(workspace: Path, pad: int = 0) -> int:
+def worker(workspace: Path, pad: int = 0, share: float = 1.0) -> int:
     """Train until STOP with the control server on; write the batch stamps to ``stamps.json``."""
     torch.set_num_threads(1)
     logging.getLogger("deepleaps").setLevel(logging.ERROR)
     data = Batches(WORKER_BATCHES)
     run_dir = workspace / "run"
     _, interpreter = build_training(data, -1, run_dir, pad)
-    controller, server = attach_control(interpreter, -1, run_dir, workspace, serve=True, pad=pad)
+    controller, server = attach_control(interpreter, -1, run_dir, workspace, serve=True, pad=pad, share=share)
     try:
         interpreter.run()
     finally:
@@ -277,16 +284,19 @@ def worker(workspace: Path, pad: int = 0) -> int:
     return 0
 
 
-def measure_latency(patches: int, others: int, where: str, pad: int = 0) -> dict:
-    """Latency rows with the worker's workspace and run directory (and so its journal) under
-    ``where``; the program padded with ``pad`` nodes (see :func:`program_text`)."""
+def measure_latency(where: str, *, isolated: int, others: int = 0, burst: int = 0, pad: int = 0, share: float = 1.0):
+    """One worker with its workspace and run directory (and so its journal) under ``where``,
+    the program padded with ``pad`` nodes (see :func:`program_text`), requests paced at
+    ``share``: ``others`` isolated PING and SET each, ``isolated`` isolated ADD/REMOVE, then
+    ``burst`` ADD/REMOVE back to back."""
     from deepleaps.control.client import Client
 
     with tempfile.TemporaryDirectory(prefix="deepleaps-control-", dir=where) as directory:
         workspace = Path(directory)
         filesystem = filesystem_of(workspace)
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(workspace)]
         process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(workspace), "--pad", str(pad)],
+            [*command, "--pad", str(pad), "--change-share", str(share)],
             stdout=subprocess.DEVNULL,
         )
         info = workspace / ".deepleaps" / "control.json"
@@ -300,28 +310,35 @@ def measure_latency(patches: int, others: int, where: str, pad: int = 0) -> dict
         with Client(workspace=workspace) as client:
             while "LOADER" not in client.send("STATUS")["data"]["position"]:
                 time.sleep(0.05)  # the first batches
-            time.sleep(1.0)
-            marks["idle"] = time.monotonic()
 
-            def timed(label: str, verb: str, payload: str = "") -> dict:
+            def timed(label: str, verb: str, payload: str = "", gap: float = 0.0) -> dict:
                 start = time.perf_counter()
                 reply = client.send(verb, payload)
                 rows.setdefault(label, []).append(time.perf_counter() - start)
                 if not reply.get("ok"):
                     raise SystemExit(f"{verb} {payload} failed: {reply.get('message')}")
+                time.sleep(gap)
                 return reply
 
-            for _ in range(others):
-                timed("PING", "PING")
-            for index in range(others):
-                timed("SET optimizer.lr", "SET", f"optimizer.lr {LR * (1 + (index % 2) * 1e-9)!r}")
-            marks["patches"] = time.monotonic()
-            for _ in range(patches // 2):
+            def patch(label: str, gap: float = 0.0) -> None:
                 verb, _, payload = ADD.partition(" ")
-                reply = timed("ADD", verb, payload)
+                reply = timed(f"ADD{label}", verb, payload, gap)
                 added = next(op["name"] for op in reply["script"]["operations"] if op["op"] == "add_node")
-                timed("REMOVE", "REMOVE", added)
-            marks["end"] = time.monotonic()
+                timed(f"REMOVE{label}", "REMOVE", added, gap)
+
+            for _ in range(others):
+                timed("PING", "PING", gap=GAP)
+            for index in range(others):
+                timed("SET optimizer.lr", "SET", f"optimizer.lr {LR * (1 + (index % 2) * 1e-9)!r}", GAP)
+            for _ in range(isolated // 2):
+                patch("", GAP)
+            if burst:
+                time.sleep(1.0)
+                marks["idle"] = time.monotonic()
+                for _ in range(burst // 2):
+                    patch(" (burst)")
+                marks["end"] = time.monotonic()
+                time.sleep(1.0)
             stop = client.send("STOP")
             if not stop.get("ok"):
                 raise SystemExit(f"STOP failed: {stop.get('message')}")
@@ -329,13 +346,19 @@ def measure_latency(patches: int, others: int, where: str, pad: int = 0) -> dict
             raise SystemExit("the training worker failed")
         stamps = json.loads((workspace / "stamps.json").read_text())
         journal = (workspace / "run" / "journal.jsonl").read_text().splitlines()
-    rows["ADD + REMOVE"] = rows["ADD"] + rows["REMOVE"]
-    steps = {
-        "idle": [b - a for a, b in itertools.pairwise(stamps) if marks["idle"] - 1.0 <= a < marks["idle"]],
-        "patched": [b - a for a, b in itertools.pairwise(stamps) if marks["patches"] <= a and b <= marks["end"]],
-    }
+    for label in ("", " (burst)"):
+        if f"ADD{label}" in rows:
+            rows[f"ADD + REMOVE{label}"] = rows[f"ADD{label}"] + rows[f"REMOVE{label}"]
+    steps = {}
+    if burst:
+        start, end = marks["idle"], marks["end"]
+        # The second before the burst and the second after it: the machine's pace may drift meanwhile.
+        idle = ((start - 1.0, start), (end, end + 1.0))
+        steps["idle"] = [b - a for a, b in itertools.pairwise(stamps) if any(s <= a and b <= e for s, e in idle)]
+        steps["burst"] = [b - a for a, b in itertools.pairwise(stamps) if start <= a and b <= end]
+        steps["seconds"] = end - start
     where = f"{where} ({filesystem})"
-    return {"rows": rows, "steps": steps, "journal": len(journal), "where": where, "pad": pad}
+    return {"rows": rows, "steps": steps, "journal": len(journal), "where": where, "pad": pad, "share": share}
 
 
 def filesystem_of(path: Path) -> str:
@@ -471,29 +494,34 @@ def machine() -> str:
 
 
 def report_latency(results: list[dict]) -> None:
-    print("\n### Send to applied (ms)\n")
-    print("| run directory (journal) | request | n | p50 | p99 | max |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(f"\n### Send to applied, requests {GAP * 1e3:.0f} ms apart (ms)\n")
+    print("| run directory (journal) | pacing share | request | n | p50 | p99 | max |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for result in results:
         for label, values in result["rows"].items():
+            if "(burst)" in label:
+                continue
             ms = [value * 1e3 for value in values]
             print(
-                f"| {result['where']} | {label} | {len(ms)} | {percentile(ms, 0.5):.2f} | "
+                f"| {result['where']} | {result['share']} | {label} | {len(ms)} | {percentile(ms, 0.5):.2f} | "
                 f"{percentile(ms, 0.99):.2f} | {max(ms):.2f} |"
             )
-    print("\n### Step time of the worker (ms)\n")
+    print("\n### Step time of the worker during a burst of back-to-back patches (ms)\n")
     print(
-        "| run directory (journal) | idle: median | during ADD/REMOVE: median | ratio (target ≤ "
-        f"{BURST_TARGET}) | p99 | journal entries |"
+        "| run directory (journal) | pacing share | idle: median step | during the burst: median step "
+        f"| ratio (target ≤ {BURST_TARGET}) | p99 step | patches a second | send to applied p50 / p99 |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for result in results:
-        idle, patched = result["steps"]["idle"], result["steps"]["patched"]
-        ratio = statistics.median(patched) / statistics.median(idle)
+        steps = result["steps"]
+        idle, burst = steps["idle"], steps["burst"]
+        ratio = statistics.median(burst) / statistics.median(idle)
+        latency = [value * 1e3 for value in result["rows"]["ADD + REMOVE (burst)"]]
         print(
-            f"| {result['where']} | {statistics.median(idle) * 1e3:.3f} ({len(idle)} steps) | "
-            f"{statistics.median(patched) * 1e3:.3f} ({len(patched)} steps) | {ratio:.2f} | "
-            f"{percentile(patched, 0.99) * 1e3:.3f} | {result['journal']} |"
+            f"| {result['where']} | {result['share']} | {statistics.median(idle) * 1e3:.3f} ({len(idle)} steps) | "
+            f"{statistics.median(burst) * 1e3:.3f} ({len(burst)} steps) | {ratio:.2f} | "
+            f"{percentile(burst, 0.99) * 1e3:.3f} | {len(latency) / steps['seconds']:.0f} | "
+            f"{percentile(latency, 0.5):.2f} / {percentile(latency, 0.99):.2f} |"
         )
 
 
@@ -551,10 +579,24 @@ def report_idle(runs: dict[str, dict[str, list[float]]], hook: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from deepleaps.control.server import ServerSettings
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("latency", "idle"))
-    parser.add_argument("--patches", type=int, default=1000, help="ADD and REMOVE requests, in all")
-    parser.add_argument("--others", type=int, default=200, help="PING and SET requests, each")
+    parser.add_argument("--patches", type=int, default=1000, help="ADD and REMOVE requests of the burst, in all")
+    parser.add_argument(
+        "--isolated", type=int, default=200, help=f"ADD and REMOVE requests {GAP * 1e3:.0f} ms apart, in all"
+    )
+    parser.add_argument("--others", type=int, default=100, help=f"PING and SET requests {GAP * 1e3:.0f} ms apart, each")
+    parser.add_argument(
+        "--change-share",
+        nargs="+",
+        type=float,
+        default=[ServerSettings().change_share, 1.0],
+        metavar="SHARE",
+        help="the pacing of requests (COMMAND_CONTROLLER.change_share), one latency run each "
+        "(default: the default, then 1: unpaced)",
+    )
     parser.add_argument("--steps", type=int, default=1500, help="timed steps per idle-cost run")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=12)
@@ -584,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pad", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        return worker(args.worker, args.pad)
+        return worker(args.worker, args.pad, args.change_share[0])
     torch.set_num_threads(1)
     logging.getLogger("deepleaps").setLevel(logging.ERROR)
     if args.profile:
@@ -598,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.size_rounds):  # sizes side by side in each round, against the load's drift
             for where in places:
                 for pad in args.sizes:
-                    result = measure_latency(args.patches // args.size_rounds, 0, where, pad)
+                    result = measure_latency(where, isolated=args.isolated // args.size_rounds, pad=pad)
                     merged = sized.setdefault((where, pad), result | {"rows": {"ADD + REMOVE": []}})
                     merged["rows"]["ADD + REMOVE"] += result["rows"]["ADD + REMOVE"]
             print(f"sizes round {number + 1}/{args.size_rounds} done", file=sys.stderr, flush=True)
@@ -608,7 +650,11 @@ def main(argv: list[str] | None = None) -> int:
     latency = None
     if args.only != "idle":
         places = [where for where in args.latency_in if Path(where).is_dir()]
-        latency = [measure_latency(args.patches, args.others, where) for where in places]
+        latency = [
+            measure_latency(where, isolated=args.isolated, others=args.others, burst=args.patches, share=share)
+            for where in places
+            for share in args.change_share
+        ]
     chosen = {name.strip() for name in args.variants.split(",")} | {"bare", "server"}
     unknown = chosen - set(VARIANTS)
     if unknown:

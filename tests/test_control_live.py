@@ -631,3 +631,24 @@ def exported_version_of(path: Path) -> int:
     match = re.match(r"# version ([0-9]+) of the running program", path.read_text(encoding="utf-8"))
     assert match, path.read_text(encoding="utf-8")
     return int(match.group(1))
+
+
+def test_a_burst_of_changes_is_paced_to_its_share_and_the_training_goes_on(workspace):
+    """COMMAND_CONTROLLER.change_share: back-to-back changes wait their turn, so that their
+    work stays within the share of the time (docs/control.md, "Pacing")."""
+    share = 0.05
+    with running(workspace, "paced", throttle=0.005, controller={"change_share": share}) as training:
+        first = training.send("STATUS")["data"]
+        started = time.monotonic()
+        for _ in range(40):  # about 0.1 s of work: more than the budget holds (0.05 s)
+            added = added_names(training.send("ADD", f'$TRAINING_BATCH( *PrintCommand[content="p", {QUIET}] )'))
+            assert training.send("REMOVE", added[0])["ok"]
+        elapsed = time.monotonic() - started
+        last = training.send("STATUS")["data"]
+    pacing = last["pacing"]
+    assert pacing["share"] == share
+    assert pacing["waited_s"] > 0, f"the burst never waited: {pacing}, {elapsed=}"
+    # The budget's promise (deepleaps.control.pacing), with 0.1 s for the request that spent it.
+    assert pacing["work_s"] - first["pacing"]["work_s"] <= share * elapsed + 0.05 + 0.1
+    assert last["version"] == first["version"] + 80
+    assert last["nodes"]["TRAINING_BATCH"]["total_step"] > first["nodes"]["TRAINING_BATCH"]["total_step"]

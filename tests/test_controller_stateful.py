@@ -54,9 +54,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 import deepleaps.runtime.commands  # noqa: F401  (registers Graph)
 from deepleaps.compiler import REGISTRY, Kind, OnError, Plan, PlanNode, compile_plan, compile_source, resolve
 from deepleaps.control import editscript
-from deepleaps.control.engine import HISTORY, Controller, check_program
+from deepleaps.control.engine import HISTORY, Controller
 from deepleaps.control.identity import match_identities, written_names
 from deepleaps.control.journal import Journal, read_journal
+from deepleaps.control.preparation import check_program
 from deepleaps.control.replies import Reply
 from deepleaps.lang import ProgramError, ast, parse
 from deepleaps.lang.diagnostics import SourceText

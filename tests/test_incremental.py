@@ -22,7 +22,7 @@ import deepleaps.runtime  # noqa: F401 - registers Graph, IterateCommand, PrintC
 from deepleaps.compiler import REGISTRY, Compiled, Plan, compile_plan, compile_source, resolve_change
 from deepleaps.compiler.incremental import check_change, compile_change
 from deepleaps.control import editscript
-from deepleaps.control.engine import check_program
+from deepleaps.control.preparation import check_program
 from deepleaps.lang import ProgramError, parse
 from deepleaps.workspace.confine import Confinement
 

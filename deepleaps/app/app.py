@@ -25,9 +25,11 @@ import deepleaps.runtime.commands
 import deepleaps.train.commands  # noqa: F401 - registers the training commands
 from deepleaps.app.experiment import Experiment, Mode, open_experiment
 from deepleaps.compiler import REGISTRY, Compiled, Plan, compile_file, compile_plan
-from deepleaps.control.engine import Controller, restore_program
+from deepleaps.control.engine import Controller
 from deepleaps.control.journal import FILE as JOURNAL
 from deepleaps.control.journal import Journal, read_journal
+from deepleaps.control.pacing import Pacing
+from deepleaps.control.preparation import restore_program
 from deepleaps.control.reload import load_recorded
 from deepleaps.control.server import ControlServer, ServerSettings, tls_context
 from deepleaps.control.watch import CodeWatcher
@@ -236,11 +238,11 @@ class App:
             run_dir=directory if main else None,
             journal=journal,
             workspace=self.workspace,
-            allow_external_modules=settings.allow_external_modules,
             confinement=self.confinement,
             replay=self._replay if main else (),
             restored=saved,
             journaled_ids=[int(entry["id"]) for entry in read_journal(directory / JOURNAL)] if saved else (),
+            pacing=Pacing(settings.change_share),
         )
         if world.distributed:
             self.lockstep = Lockstep(self.controller, world, journal if isinstance(journal, RecordingJournal) else None)

@@ -40,7 +40,7 @@ def check_change(
     sources: Mapping[str, SourceText],
     confinement: Confinement,
 ) -> None:
-    """The checks of ``after`` that :func:`~deepleaps.control.engine.check_program` makes and
+    """The checks of ``after`` that :func:`~deepleaps.control.preparation.check_program` makes and
     that a change of the ``changed`` nodes of ``before`` can fail: their arguments, kinds,
     ``->`` cycles and ``run_cycle`` targets, and the ``run_cycle`` of every node that watches
     a node that went or changed kind. ``before`` passed them all.

@@ -26,20 +26,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
-from deepleaps.compiler import Compiled, Plan, PlanNode, Registry
-from deepleaps.compiler.arguments import check_node
-from deepleaps.compiler.check import Problems, check_plan
-from deepleaps.compiler.incremental import check_change, compile_change
+from deepleaps.compiler import Plan, PlanNode, Registry
 from deepleaps.control import editscript
 from deepleaps.control.journal import Journal
+from deepleaps.control.pacing import Pacing
+from deepleaps.control.preparation import Prepared, Snapshot, prepare
 from deepleaps.control.replies import MAX_TEXT, RefusalLog, Reply, cut, failure, internal_error, stale
 from deepleaps.lang import ProgramError
-from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe, error
-from deepleaps.lang.programfile import Definition, Override
+from deepleaps.lang.diagnostics import Diagnostic, SourceText, describe
+from deepleaps.lang.programfile import Definition
 from deepleaps.runtime.interpreter import Interpreter
 from deepleaps.workspace.confine import Confinement
 
@@ -67,111 +66,6 @@ def _when_durable(reply: Reply, done: Future) -> Reply:
     return attrs.evolve(reply, message=f"{reply.message} (the journal could not be synced: {describe(problem)})")
 
 
-def check_program(plan: Plan, registry: Registry, sources: Mapping[str, SourceText], confinement: Confinement) -> None:
-    """The whole-program checks the compiler runs, on a source plan reached by another path
-    (a patch, a replayed journal, a checkpoint).
-
-    Raises:
-        ProgramError: every problem found.
-    """
-    problems = Problems(sources)
-    check_plan(plan, problems.fail, {})
-    for node in plan.nodes.values():
-        check_node(node, registry, problems.fail, confinement)
-    problems.raise_any()
-
-
-def restore_program(
-    saved: Mapping[str, Any], registry: Registry, confinement: Confinement, overrides: Sequence[Override] = ()
-) -> Plan:
-    """The source plan a checkpoint kept (see :meth:`Controller.saved`) with ``deepleaps run
-    --set`` overrides of its nodes' arguments, checked.
-
-    Raises:
-        ProgramError: it is not a program, an override names no node of it, or it no
-            longer passes the checks (a class gone, …).
-    """
-    plan = editscript.program_from_data(saved["program"])
-    missing = [override for override in overrides if override.node not in plan]
-    if missing:
-        raise ProgramError(
-            [
-                error(f"--set: the resumed program has no node '{override.node}'", override.span, override.source)
-                for override in missing
-            ]
-        )
-    plan = editscript.apply(plan, [editscript.SetArgument(o.node, o.key, o.value) for o in overrides])
-    check_program(plan, registry, {override.source.name: override.source for override in overrides}, confinement)
-    return plan
-
-
-class Program(Protocol):
-    """What a change is computed against: the running program at one version, and what
-    its text may name. The controller is one; :class:`Snapshot` is one taken at a moment."""
-
-    @property
-    def source(self) -> Plan: ...
-    @property
-    def compiled(self) -> Plan: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def registry(self) -> Registry: ...
-    @property
-    def definitions(self) -> Mapping[str, Definition]: ...
-    @property
-    def sources(self) -> Mapping[str, SourceText]: ...
-    @property
-    def roots(self) -> tuple[Path, ...]: ...
-    @property
-    def confinement(self) -> Confinement: ...
-
-
-@attrs.frozen
-class Snapshot:
-    """The running program as a request found it: preparing the request against it
-    needs nothing that the training thread changes."""
-
-    source: Plan
-    compiled: Plan
-    version: int
-    registry: Registry
-    definitions: Mapping[str, Definition]
-    sources: Mapping[str, SourceText]
-    roots: tuple[Path, ...]
-    confinement: Confinement
-
-
-@attrs.frozen
-class Prepared:
-    """A change of the program made ready for its commit: the edit script, the new source
-    plan (``None``: it changes nothing) and its compilation, against ``version`` of the
-    program and ``generation`` of the command classes (a reload moves it)."""
-
-    version: int
-    generation: int
-    script: editscript.EditScript
-    after: Plan | None = None
-    compiled: Compiled | None = None
-
-
-def prepare(program: Program, script: editscript.EditScript) -> Prepared:
-    """Everything of a change that needs only the program: the new program, the compiler's
-    checks of it and its compiled plan.
-
-    Raises:
-        ProgramError: the change leaves a program that does not pass the checks.
-    """
-    at = (program.version, program.registry.generation)
-    before = program.source
-    after = editscript.apply(before, script)
-    changed = editscript.changed(before, script)
-    if not editscript.diff(before, after, among=changed):
-        return Prepared(*at, script)
-    check_change(before, after, changed, program.registry, program.sources, program.confinement)
-    return Prepared(*at, script, after, compile_change(Compiled(before, program.compiled), after, changed))
-
-
 @attrs.define
 class _Request:
     verb: str
@@ -184,6 +78,11 @@ class _Request:
     #: program is still at its version at the safe point, else prepared again there.
     prepared: Prepared | None = None
 
+
+#: What is always served, whatever the limits: the owner can always stop the run and look at
+#: it. These never wait for the pacing (their work is charged all the same), and a client over
+#: ``max_clients`` may still send them.
+ALWAYS_SERVED = ("STOP", "STATUS", "PING")
 
 #: How many applied changes UNDO can go back through.
 HISTORY = 100
@@ -215,14 +114,15 @@ class Controller:
         run_dir: Path | None = None,
         journal: Journal | None = None,
         workspace: Path | None = None,
-        allow_external_modules: bool = False,
         confinement: Confinement | None = None,
         replay: Sequence[Mapping[str, Any]] = (),
         restored: Mapping[str, Any] | None = None,
         journaled_ids: Sequence[int] = (),
+        pacing: Pacing | None = None,
     ):
         """``restored`` is what :meth:`saved` kept in the checkpoint a run resumes from
-        (``source`` is then its program); ``journaled_ids`` the ids its journal holds."""
+        (``source`` is then its program); ``journaled_ids`` the ids its journal holds;
+        ``pacing`` the share of the training's time requests may take (unpaced if None)."""
         self.interpreter = interpreter
         self.source = source
         #: The compiled plan of ``source``: the one the interpreter runs.
@@ -234,9 +134,8 @@ class Controller:
         self.run_dir = run_dir
         self.journal = journal
         self.workspace = workspace
-        self.allow_external_modules = allow_external_modules
-        #: What the program's classes and files may reach (docs/security.md).
-        self.confinement = confinement or Confinement(workspace or Path.cwd(), external_modules=allow_external_modules)
+        #: What the program's classes, files and modules may reach (docs/security.md).
+        self.confinement = confinement or Confinement(workspace or Path.cwd())
         self.version = int(restored["version"]) if restored else 1
         self.history: list[Applied] = []
         #: The text of each module version a reload loaded, by module name: checkpoints keep
@@ -267,6 +166,7 @@ class Controller:
         interpreter.checkpoint_parts["control"] = self.saved
         self._monitor_due = 0.0
         self.refusals = RefusalLog()
+        self.pacing = pacing or Pacing(1.0)
         self._lock = threading.RLock()  # a signal handler may request while its own thread holds it
         interpreter.add_safe_point_hook(self.on_safe_point)
         from deepleaps.control import verbs
@@ -279,7 +179,20 @@ class Controller:
 
     def request(self, verb: str, payload: str = "", origin: str = "socket") -> Future:
         """Submit ``VERB payload`` (or ``VERB@N payload``: only if the program is still at
-        version N); the future resolves to a :class:`Reply`."""
+        version N); the future resolves to a :class:`Reply`.
+
+        Paced (:attr:`pacing`): the calling thread may wait before the request's work
+        begins, except for :data:`ALWAYS_SERVED` verbs.
+        """
+        if verb.upper().partition("@")[0] not in ALWAYS_SERVED:
+            self.pacing.wait()
+        start = time.perf_counter()
+        try:
+            return self._submit(verb, payload, origin)
+        finally:
+            self.pacing.charge(time.perf_counter() - start)
+
+    def _submit(self, verb: str, payload: str, origin: str) -> Future:
         verb, at, base_text = verb.upper().partition("@")
         future: Future = Future()
         base = int(base_text) if base_text.isdigit() else None
@@ -434,6 +347,14 @@ class Controller:
             self.write_monitor()
 
     def _serve(self, request: _Request, node: PlanNode) -> None:
+        """Carry out one queued request; its work is charged to the pacing."""
+        start = time.perf_counter()
+        try:
+            self._carry_out_request(request, node)
+        finally:
+            self.pacing.charge(time.perf_counter() - start)
+
+    def _carry_out_request(self, request: _Request, node: PlanNode) -> None:
         self._origin = request.origin
         self._durable = None
         run = self._verbs[request.verb]

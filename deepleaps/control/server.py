@@ -43,7 +43,7 @@ from typing import Any
 
 import attrs
 
-from deepleaps.control.engine import Controller
+from deepleaps.control.engine import ALWAYS_SERVED, Controller
 from deepleaps.control.framing import (
     ACK,
     DEFAULT_MAX_FRAME,
@@ -61,8 +61,6 @@ from deepleaps.workspace.confine import Confinement
 log = logging.getLogger("deepleaps.control")
 
 PROTOCOL = 1
-#: What a client over ``max_clients`` may still ask: the owner can always stop the run and look at it.
-ALWAYS_SERVED = ("STOP", "STATUS", "PING")
 #: The refusal a client retries (after a pause) rather than report.
 BUSY = "too many clients; try again later"
 
@@ -83,6 +81,9 @@ class ServerSettings:
     auth_timeout: float = 5.0
     #: Requests one connection may make a second (a burst of as many first); more wait their turn.
     max_requests_per_second: float = 100.0
+    #: The share of the training's time that requests, all connections together, may take
+    #: (deepleaps.control.pacing); more wait their turn. 1: unpaced.
+    change_share: float = attrs.field(default=0.1, validator=lambda _, __, value: _check_share(value))
     read_timeout: float = 10.0
     idle_timeout: float | None = 3600.0
     allow_external_modules: bool = False
@@ -182,6 +183,11 @@ def tls_context(settings: ServerSettings, workspace: Path) -> ssl.SSLContext | N
     except (OSError, ssl.SSLError) as problem:
         raise _refusal(f"cannot use the TLS certificate {cert}: {problem}") from None
     return context
+
+
+def _check_share(value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise _refusal(f"COMMAND_CONTROLLER.change_share must be a number in (0, 1], not {value!r}")
 
 
 def _refusal(message: str) -> ProgramError:

@@ -28,7 +28,8 @@ from deepleaps.train import settable
 from deepleaps.workspace.confine import check_module
 
 if TYPE_CHECKING:
-    from deepleaps.control.engine import Controller, Program
+    from deepleaps.control.engine import Controller
+    from deepleaps.control.preparation import Program
 
 log = logging.getLogger("deepleaps.control")
 
@@ -355,7 +356,7 @@ def import_module(controller: Controller, payload: str, node: PlanNode, verb: st
     module = payload.strip()
     if not all(part.isidentifier() for part in module.split(".")):
         raise ProgramError([Diagnostic(f"{verb} takes a module name such as src.ipc.CustomCommand, not {module!r}")])
-    check_module(module, controller.workspace, controller.allow_external_modules)
+    check_module(module, controller.workspace, controller.confinement.external_modules)
     return reload.load(controller, verb, module, node)
 
 
@@ -415,6 +416,7 @@ def status(controller: Controller, payload: str = "") -> Reply:
         "added_by": dict(controller.added_by),
         "failed": [name for name, _, _ in controller._runtime],
         "run_dir": None if controller.run_dir is None else str(controller.run_dir),
+        "pacing": controller.pacing.to_json(),
     }
     lines = [data["tree"].rstrip("\n")]
     for event in controller.removed:

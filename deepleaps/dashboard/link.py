@@ -32,7 +32,8 @@ class ControllerLink:
         self.controller = controller
 
     async def request(self, verb: str, payload: str = "") -> dict[str, Any]:
-        future = self.controller.request(verb, payload, origin="dashboard")
+        # Off the event loop: a request may wait for its turn (deepleaps.control.pacing).
+        future = await asyncio.to_thread(self.controller.request, verb, payload, "dashboard")
         return (await asyncio.wrap_future(future)).to_json()
 
 
