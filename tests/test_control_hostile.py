@@ -39,9 +39,7 @@ QUIET = 'run_cycle="TRAINING_BATCH.step:100000"'
 @pytest.fixture(scope="module")
 def training(tmp_path_factory):
     workspace = make_control_workspace(tmp_path_factory.mktemp("control-hostile"))
-    # Unpaced: a megabyte of mistakes costs seconds of work, which pacing would have the
-    # next tests' requests repay at a tenth (tests/test_pacing.py tests the pacing).
-    controller = {"read_timeout": 1, "max_clients": MAX_CLIENTS, "change_share": 1}
+    controller = {"read_timeout": 1, "max_clients": MAX_CLIENTS}
     with running(workspace, "hostile", throttle=0.05, controller=controller) as started:
         yield started
 

@@ -10,7 +10,7 @@ from control_fixtures import InProcess
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deepleaps.control.pacing import Pacing
+from deepleaps.control.pacing import BURST, MAX_DEBT, Pacing
 from deepleaps.control.server import ServerSettings
 from deepleaps.lang import ProgramError
 
@@ -31,9 +31,9 @@ class Clock:
         self.now += seconds
 
 
-def paced(share: float, burst: float = 0.05) -> tuple[Pacing, Clock]:
+def paced(share: float, burst: float = BURST, debt: float = MAX_DEBT) -> tuple[Pacing, Clock]:
     clock = Clock()
-    return Pacing(share, burst, clock=clock, sleep=clock.sleep), clock
+    return Pacing(share, burst, debt, clock=clock, sleep=clock.sleep), clock
 
 
 def test_a_request_now_and_then_never_waits():
@@ -52,6 +52,13 @@ def test_once_the_burst_is_spent_a_request_waits_for_its_work_to_be_repaid_at_th
     assert pacing.wait() == pytest.approx(0.3)
     assert sum(clock.sleeps) == pytest.approx(0.3)
     assert pacing.to_json() == {"share": 0.1, "work_s": 0.08, "waited_s": pytest.approx(0.3)}
+
+
+def test_a_large_request_is_repaid_up_to_the_most_debt_the_budget_may_owe():
+    pacing, _ = paced(0.1, burst=0.05, debt=0.1)
+    pacing.charge(30.0)  # a checkpoint of a large model
+    assert pacing.wait() == pytest.approx(1.0)  # 0.1 s of debt at a tenth
+    assert pacing.work == 30.0
 
 
 def test_share_one_never_waits():
@@ -76,17 +83,19 @@ def test_the_setting_is_checked_and_named(share):
 @given(
     share=st.floats(0.01, 0.99),
     burst=st.floats(0, 0.1),
-    requests=st.lists(st.tuples(st.floats(0, 0.05), st.floats(0, 0.2)), min_size=1, max_size=60),
+    requests=st.lists(st.tuples(st.floats(0, MAX_DEBT), st.floats(0, 0.2)), min_size=1, max_size=60),
 )
 def test_work_over_any_span_is_at_most_the_share_plus_the_burst_plus_one_request(share, burst, requests):
-    """A client that waits, works, then idles: over every span from the start, the work done
-    is at most share × the span + the burst + the largest request."""
+    """A client that waits, works, then idles, no request larger than the most debt: over
+    every span from the start, the work done is at most share × the span + the burst + the
+    largest request; and no wait is longer than the most debt over the share."""
     pacing, clock = paced(share, burst)
     start, done, largest = clock.now, 0.0, 0.0
     for work, idle in requests:
         before = clock.now
         waited = pacing.wait()
         assert clock.now - before == pytest.approx(waited, abs=1e-9)
+        assert waited <= MAX_DEBT / share + 1e-9
         clock.now += work
         pacing.charge(work)
         done, largest = done + work, max(largest, work)
@@ -102,7 +111,7 @@ def test_a_controller_charges_every_request_and_stop_status_and_ping_never_wait(
     assert engine.send("ADD", '$root( *PrintCommand[content="y"] )')["ok"]
     assert engine.send("STATUS")["data"]["pacing"]["work_s"] > 0
     controller.pacing = Pacing(0.001, burst=0.0)
-    controller.pacing.charge(60.0)  # a minute of debt: a change waits for hours
+    controller.pacing.charge(60.0)  # owed up to 0.1 s: at a thousandth, a change waits 100 s
     asked = threading.Event()
 
     def change() -> None:

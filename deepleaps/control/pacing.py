@@ -7,9 +7,16 @@ millisecond the training waits (docs/benchmarks.md). Pacing keeps the
 requests' work to a share of the time: each request's work (its preparation
 or answer on the receiving thread, its commit at the safe point) is charged
 to a budget that refills by ``share`` seconds a second, and a request waits
-before its work begins while the budget is spent. Over any span of T seconds
-the requests' work is at most ``share`` × T, plus the :data:`BURST` the budget
-holds, plus the request that spent it: requests now and then never wait.
+before its work begins while the budget is in debt. Work is the CPU time of
+the thread that did it: a request waiting for the interpreter lock or for a
+disk costs the training nothing meanwhile.
+
+Over any span of T seconds the requests' work is at most ``share`` × T, plus
+the :data:`BURST` the budget holds, plus the request that spent it, as long
+as no request takes more than :data:`MAX_DEBT`: requests now and then never
+wait, a burst is spread out. A larger request (a checkpoint of a large
+model, a reload) is not repaid beyond :data:`MAX_DEBT`: no request waits
+longer than ``MAX_DEBT / share`` seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from collections.abc import Callable
 
 #: Seconds of work the budget holds: a burst that costs less is not slowed at all.
 BURST = 0.05
+#: Seconds of work the budget may owe: the longest wait is this over the share.
+MAX_DEBT = 0.1
 #: A debt this small is repaid: a sleep of the exact time may leave a rounding error.
 _ROUNDING = 1e-9
 
@@ -34,6 +43,7 @@ class Pacing:
         self,
         share: float,
         burst: float = BURST,
+        debt: float = MAX_DEBT,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -41,6 +51,7 @@ class Pacing:
             raise ValueError(f"the share of the time requests may take must be in (0, 1], not {share!r}")
         self.share = share
         self.burst = burst
+        self.debt = debt
         #: Seconds of work charged, and seconds requests waited, since the run started (STATUS shows them).
         self.work = 0.0
         self.waited = 0.0
@@ -68,7 +79,7 @@ class Pacing:
         """Take the work a request did from the budget (it may go into debt: the next requests wait)."""
         with self._lock:
             self._refill()
-            self._balance -= seconds
+            self._balance = max(self._balance - seconds, -self.debt)
             self.work += seconds
 
     def to_json(self) -> dict[str, float]:
