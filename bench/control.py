@@ -16,7 +16,11 @@ them) and a ``ControlServer`` on a free loopback port; this process connects
 with :class:`deepleaps.control.client.Client` (HELLO + token) and times each
 request from sending it to reading its reply — which the server sends only
 once the change has been applied at a safe point, journaled and written to
-the monitor file. Requests, one at a time:
+the monitor file. The server's per-connection rate limit is lifted (it is
+not what is measured); requests are paced by the engine at
+``--change-share`` (``COMMAND_CONTROLLER.change_share``). Requests, one at a
+time, each 20 ms after the last reply (isolated: the pacing never makes them
+wait):
 
 * ``PING``: answered on the server thread, no safe point (the round trip);
 * ``SET optimizer.lr``: a runtime action at the next safe point, journaled;
@@ -24,20 +28,24 @@ the monitor file. Requests, one at a time:
   node it added: a plan patch (parse, resolve, diff, check, compile, install,
   journal, monitor). The ADD and REMOVE rows and their union are reported.
 
-The worker stamps every batch it fetches; the step time while idle (the
-second before the first request) and during the ADD/REMOVE run is given for
-context. The latency run is made twice by default: with the run directory in
-the temporary directory (on a disk, the journal's fsync is part of every
-journaled change) and in ``/dev/shm`` (tmpfs: fsync costs nothing), which
-separates the journal's share from the rest.
+Then, after a second without requests, a burst of ``--patches`` ADD/REMOVE
+back to back (each sent as soon as the last is answered), then another
+second without. The worker stamps every batch it fetches: the median step
+during the burst over the median step of the two quiet seconds around it
+(target ≤ 1.25), the burst's patches a second and its send-to-applied. By
+default the latency run is made for the default pacing and unpaced
+(``--change-share 0.1 1``), each with the run directory in the temporary
+directory (on a disk, the journal's fsync is part of every journaled change)
+and in ``/dev/shm`` (tmpfs: fsync costs nothing), which separates the
+journal's share from the rest.
 
 Growth with the size of the program (``--sizes 10 1000 10000``): the latency run
-again, ADD and REMOVE only, once per size N, with the program padded by a graph
+again, isolated ADD and REMOVE only, once per size N, with the program padded by a graph
 ``REPORT`` of N ``PrintCommand`` nodes after the training, which never runs
 while it trains: ADD + REMOVE p50 and p99 per size, and the ratio of the p50 at
 the largest size to that at the smallest (target ≤ 2: a patch costs in
 proportion to what it changes, not to the program). The sizes are run one
-after the other in each of ``--size-rounds`` rounds, ``--patches`` split
+after the other in each of ``--size-rounds`` rounds, ``--isolated`` split
 between the rounds, so that a change in the machine's load falls on all.
 
 Idle cost: the same training, one epoch of ``--steps`` timed batches, run
@@ -63,12 +71,12 @@ All runs must end with the same parameters.
 
 Usage::
 
-    python bench/control.py                      # about 2 minutes on 2 idle cores
-    python bench/control.py --patches 1000 --rounds 15 --steps 3000
+    python bench/control.py                      # about 3 minutes on 2 idle cores
+    python bench/control.py --only latency --change-share 0.1 0.2 1
     python bench/control.py --only idle          # or: --only latency
     python bench/control.py --only idle --variants bare,server --rounds 30 --steps 1000
     python bench/control.py --profile            # cProfile of the server variant
-    python bench/control.py --sizes 10 1000 10000 --latency-in /dev/shm
+    python bench/control.py --sizes 10 1000 10000 --isolated 1200 --latency-in /dev/shm
 """
 
 from __future__ import annotations

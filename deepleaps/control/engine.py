@@ -80,8 +80,7 @@ class _Request:
 
 
 #: What is always served, whatever the limits: the owner can always stop the run and look at
-#: it. These never wait for the pacing (their work is charged all the same), and a client over
-#: ``max_clients`` may still send them.
+#: it. These are not paced, and a client over ``max_clients`` may still send them.
 ALWAYS_SERVED = ("STOP", "STATUS", "PING")
 
 #: How many applied changes UNDO can go back through.
@@ -182,10 +181,11 @@ class Controller:
         version N); the future resolves to a :class:`Reply`.
 
         Paced (:attr:`pacing`): the calling thread may wait before the request's work
-        begins, except for :data:`ALWAYS_SERVED` verbs.
+        begins, and the work is charged; :data:`ALWAYS_SERVED` verbs are neither.
         """
-        if verb.upper().partition("@")[0] not in ALWAYS_SERVED:
-            self.pacing.wait()
+        if verb.upper().partition("@")[0] in ALWAYS_SERVED:
+            return self._submit(verb, payload, origin)
+        self.pacing.wait()
         start = time.thread_time()
         try:
             return self._submit(verb, payload, origin)

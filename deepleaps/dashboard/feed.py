@@ -160,7 +160,7 @@ class Feed:
         event: dict[str, Any] = {}
         if not self._state["connected"]:
             event.update(connected=True, error=None)
-        if data != self._state["status"]:
+        if _training_of(data) != _training_of(self._state["status"]):
             event["status"] = data
         if svg is not None:
             event.update(svg)
@@ -190,3 +190,8 @@ class Feed:
         except DrawError as problem:
             return {"svg": None, "graph_error": str(problem)}
         return {"svg": svg, "graph_error": None}
+
+
+def _training_of(status: dict[str, Any] | None) -> dict[str, Any] | None:
+    """STATUS data but for what the requests cost (``pacing``), which the feed's own requests move."""
+    return None if status is None else {key: value for key, value in status.items() if key != "pacing"}
