@@ -19,7 +19,7 @@ once the change has been applied at a safe point, journaled and written to
 the monitor file. The server's per-connection rate limit is lifted (it is
 not what is measured); requests are paced by the engine at
 ``--change-share`` (``COMMAND_CONTROLLER.change_share``). Requests, one at a
-time, each 20 ms after the last reply (isolated: the pacing never makes them
+time, each 40 ms after the last reply (isolated: the pacing never makes them
 wait):
 
 * ``PING``: answered on the server thread, no safe point (the round trip);
@@ -28,13 +28,14 @@ wait):
   node it added: a plan patch (parse, resolve, diff, check, compile, install,
   journal, monitor). The ADD and REMOVE rows and their union are reported.
 
-Then, after a second without requests, a burst of ``--patches`` ADD/REMOVE
-back to back (each sent as soon as the last is answered), then another
-second without. The worker stamps every batch it fetches: the median step
-during the burst over the median step of the two quiet seconds around it
-(target ≤ 1.25), the burst's patches a second and its send-to-applied. By
-default the latency run is made for the default pacing and unpaced
-(``--change-share 0.1 1``), each with the run directory in the temporary
+Then ``--burst-rounds`` times: two seconds without requests and a burst of
+``--patches`` ADD/REMOVE back to back (each sent as soon as the last is
+answered); then two seconds without. The worker stamps every batch it
+fetches: for each burst, the median step during it over the median step of
+the quiet seconds before and after it (the machine's pace drifts by a tenth
+within seconds; target ≤ 1.25, the median over the bursts), the bursts'
+patches a second and their send-to-applied. By default the latency run is made for the default pacing and unpaced
+(``--change-share 0.05 1``), each with the run directory in the temporary
 directory (on a disk, the journal's fsync is part of every journaled change)
 and in ``/dev/shm`` (tmpfs: fsync costs nothing), which separates the
 journal's share from the rest.
@@ -71,8 +72,8 @@ All runs must end with the same parameters.
 
 Usage::
 
-    python bench/control.py                      # about 3 minutes on 2 idle cores
-    python bench/control.py --only latency --change-share 0.1 0.2 1
+    python bench/control.py                      # about 7 minutes on 2 idle cores
+    python bench/control.py --only latency --change-share 0.05 0.1 1
     python bench/control.py --only idle          # or: --only latency
     python bench/control.py --only idle --variants bare,server --rounds 30 --steps 1000
     python bench/control.py --profile            # cProfile of the server variant
@@ -112,7 +113,9 @@ WORKER_BATCHES = 256
 #: Target of the idle cost: server / bare.
 TARGET = 1.01
 #: Seconds between the requests whose latency is measured alone (their pacing never waits).
-GAP = 0.02
+GAP = 0.04
+#: Seconds without requests before and after each burst of patches: the idle steps.
+QUIET = 2.0
 #: Target of the median step during a back-to-back burst of patches over the idle step.
 BURST_TARGET = 1.25
 #: Target of the growth of ADD + REMOVE latency from the smallest to the largest program of ``--sizes``.
@@ -292,11 +295,13 @@ def worker(workspace: Path, pad: int = 0, share: float = 1.0) -> int:
     return 0
 
 
-def measure_latency(where: str, *, isolated: int, others: int = 0, burst: int = 0, pad: int = 0, share: float = 1.0):
+def measure_latency(
+    where: str, *, isolated: int, others: int = 0, burst: int = 0, rounds: int = 1, pad: int = 0, share: float = 1.0
+):
     """One worker with its workspace and run directory (and so its journal) under ``where``,
     the program padded with ``pad`` nodes (see :func:`program_text`), requests paced at
     ``share``: ``others`` isolated PING and SET each, ``isolated`` isolated ADD/REMOVE, then
-    ``burst`` ADD/REMOVE back to back."""
+    ``rounds`` times a quiet time and a burst of ``burst`` ADD/REMOVE back to back."""
     from deepleaps.control.client import Client
 
     with tempfile.TemporaryDirectory(prefix="deepleaps-control-", dir=where) as directory:
@@ -314,7 +319,7 @@ def measure_latency(where: str, *, isolated: int, others: int = 0, burst: int = 
                 raise SystemExit("the training worker did not start its control server")
             time.sleep(0.05)
         rows: dict[str, list[float]] = {}
-        marks: dict[str, float] = {}
+        bursts: list[tuple[float, float]] = []
         with Client(workspace=workspace) as client:
             while "LOADER" not in client.send("STATUS")["data"]["position"]:
                 time.sleep(0.05)  # the first batches
@@ -340,13 +345,13 @@ def measure_latency(where: str, *, isolated: int, others: int = 0, burst: int = 
                 timed("SET optimizer.lr", "SET", f"optimizer.lr {LR * (1 + (index % 2) * 1e-9)!r}", GAP)
             for _ in range(isolated // 2):
                 patch("", GAP)
-            if burst:
-                time.sleep(1.0)
-                marks["idle"] = time.monotonic()
+            for _ in range(rounds if burst else 0):  # quiet, burst, …, quiet
+                time.sleep(QUIET)
+                start = time.monotonic()
                 for _ in range(burst // 2):
                     patch(" (burst)")
-                marks["end"] = time.monotonic()
-                time.sleep(1.0)
+                bursts.append((start, time.monotonic()))
+            time.sleep(QUIET if burst else 0)
             stop = client.send("STOP")
             if not stop.get("ok"):
                 raise SystemExit(f"STOP failed: {stop.get('message')}")
@@ -357,14 +362,16 @@ def measure_latency(where: str, *, isolated: int, others: int = 0, burst: int = 
     for label in ("", " (burst)"):
         if f"ADD{label}" in rows:
             rows[f"ADD + REMOVE{label}"] = rows[f"ADD{label}"] + rows[f"REMOVE{label}"]
-    steps = {}
-    if burst:
-        start, end = marks["idle"], marks["end"]
-        # The second before the burst and the second after it: the machine's pace may drift meanwhile.
-        idle = ((start - 1.0, start), (end, end + 1.0))
-        steps["idle"] = [b - a for a, b in itertools.pairwise(stamps) if any(s <= a and b <= e for s, e in idle)]
-        steps["burst"] = [b - a for a, b in itertools.pairwise(stamps) if start <= a and b <= end]
-        steps["seconds"] = end - start
+    steps: dict[str, list] = {"idle": [], "burst": [], "ratios": [], "seconds": []}
+    for start, end in bursts:
+        # The quiet seconds before and after the burst: the machine's pace drifts meanwhile.
+        windows = ((start - QUIET, start), (end, end + QUIET))
+        quiet = [b - a for a, b in itertools.pairwise(stamps) if any(s <= a and b <= e for s, e in windows)]
+        busy = [b - a for a, b in itertools.pairwise(stamps) if start <= a and b <= end]
+        steps["idle"] += quiet
+        steps["burst"] += busy
+        steps["ratios"].append(statistics.median(busy) / statistics.median(quiet))
+        steps["seconds"].append(end - start)
     where = f"{where} ({filesystem})"
     return {"rows": rows, "steps": steps, "journal": len(journal), "where": where, "pad": pad, "share": share}
 
@@ -516,19 +523,20 @@ def report_latency(results: list[dict]) -> None:
             )
     print("\n### Step time of the worker during a burst of back-to-back patches (ms)\n")
     print(
-        "| run directory (journal) | pacing share | idle: median step | during the burst: median step "
-        f"| ratio (target ≤ {BURST_TARGET}) | p99 step | patches a second | send to applied p50 / p99 |"
+        "| run directory (journal) | pacing share | idle: median step | during the bursts: median step "
+        f"| ratio per burst (target ≤ {BURST_TARGET}): median (min–max) | p99 step | patches a second "
+        "| send to applied p50 / p99 |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for result in results:
         steps = result["steps"]
-        idle, burst = steps["idle"], steps["burst"]
-        ratio = statistics.median(burst) / statistics.median(idle)
+        idle, burst, ratios = steps["idle"], steps["burst"], steps["ratios"]
         latency = [value * 1e3 for value in result["rows"]["ADD + REMOVE (burst)"]]
         print(
             f"| {result['where']} | {result['share']} | {statistics.median(idle) * 1e3:.3f} ({len(idle)} steps) | "
-            f"{statistics.median(burst) * 1e3:.3f} ({len(burst)} steps) | {ratio:.2f} | "
-            f"{percentile(burst, 0.99) * 1e3:.3f} | {len(latency) / steps['seconds']:.0f} | "
+            f"{statistics.median(burst) * 1e3:.3f} ({len(burst)} steps) | "
+            f"**{statistics.median(ratios):.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) | "
+            f"{percentile(burst, 0.99) * 1e3:.3f} | {len(latency) / sum(steps['seconds']):.0f} | "
             f"{percentile(latency, 0.5):.2f} / {percentile(latency, 0.99):.2f} |"
         )
 
@@ -592,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("latency", "idle"))
     parser.add_argument("--patches", type=int, default=1000, help="ADD and REMOVE requests of the burst, in all")
+    parser.add_argument("--burst-rounds", type=int, default=3, help="bursts per latency run, each between quiet times")
     parser.add_argument(
         "--isolated", type=int, default=200, help=f"ADD and REMOVE requests {GAP * 1e3:.0f} ms apart, in all"
     )
@@ -659,7 +668,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.only != "idle":
         places = [where for where in args.latency_in if Path(where).is_dir()]
         latency = [
-            measure_latency(where, isolated=args.isolated, others=args.others, burst=args.patches, share=share)
+            measure_latency(
+                where,
+                isolated=args.isolated,
+                others=args.others,
+                burst=args.patches,
+                rounds=args.burst_rounds,
+                share=share,
+            )
             for where in places
             for share in args.change_share
         ]

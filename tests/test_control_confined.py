@@ -452,7 +452,7 @@ def test_ten_thousand_seeded_hostile_frames_change_nothing(place):
     connections, per_connection = 20, 500
     # All connections at once, paced together (the default max_clients would have 12 of
     # them retry "busy" while the others' paced work goes on), paced at half the time (at
-    # the default tenth, 10,000 requests take two minutes), against a training that
+    # the default 5%, 10,000 requests take four minutes), against a training that
     # outlasts the fuzz.
     controller = {"max_clients": connections, "change_share": 0.5}
     with running(workspace, "fuzz", epochs=10**6, throttle=0.02, controller=controller) as training:

@@ -83,7 +83,7 @@ class ServerSettings:
     max_requests_per_second: float = 100.0
     #: The share of the training's time that requests, all connections together, may take
     #: (deepleaps.control.pacing); more wait their turn. 1: unpaced.
-    change_share: float = attrs.field(default=0.1, validator=lambda _, __, value: _check_share(value))
+    change_share: float = attrs.field(default=0.05, validator=lambda _, __, value: _check_share(value))
     read_timeout: float = 10.0
     idle_timeout: float | None = 3600.0
     allow_external_modules: bool = False
