@@ -61,6 +61,16 @@ def test_a_large_request_is_repaid_up_to_the_most_debt_the_budget_may_owe():
     assert pacing.work == 30.0
 
 
+def test_charging_takes_the_cpu_time_of_the_block_even_when_it_raises():
+    pacing, _ = paced(0.5)
+    with pytest.raises(RuntimeError), pacing.charging():
+        deadline = time.thread_time() + 0.02
+        while time.thread_time() < deadline:
+            pass
+        raise RuntimeError("refused")
+    assert pacing.work >= 0.02
+
+
 def test_share_one_never_waits():
     pacing, clock = paced(1.0)
     pacing.charge(1000.0)

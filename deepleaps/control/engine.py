@@ -186,11 +186,8 @@ class Controller:
         if verb.upper().partition("@")[0] in ALWAYS_SERVED:
             return self._submit(verb, payload, origin)
         self.pacing.wait()
-        start = time.thread_time()
-        try:
+        with self.pacing.charging():
             return self._submit(verb, payload, origin)
-        finally:
-            self.pacing.charge(time.thread_time() - start)
 
     def _submit(self, verb: str, payload: str, origin: str) -> Future:
         verb, at, base_text = verb.upper().partition("@")
@@ -348,11 +345,8 @@ class Controller:
 
     def _serve(self, request: _Request, node: PlanNode) -> None:
         """Carry out one queued request; its work is charged to the pacing."""
-        start = time.thread_time()
-        try:
+        with self.pacing.charging():
             self._carry_out_request(request, node)
-        finally:
-            self.pacing.charge(time.thread_time() - start)
 
     def _carry_out_request(self, request: _Request, node: PlanNode) -> None:
         self._origin = request.origin

@@ -21,9 +21,10 @@ longer than ``MAX_DEBT / share`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 #: Seconds of work the budget holds: a burst that costs less is not slowed at all.
 BURST = 0.05
@@ -81,6 +82,15 @@ class Pacing:
             self._refill()
             self._balance = max(self._balance - seconds, -self.debt)
             self.work += seconds
+
+    @contextlib.contextmanager
+    def charging(self) -> Iterator[None]:
+        """Charge the CPU time the calling thread spends in the block, however it ends."""
+        start = time.thread_time()
+        try:
+            yield
+        finally:
+            self.charge(time.thread_time() - start)
 
     def to_json(self) -> dict[str, float]:
         return {"share": self.share, "work_s": round(self.work, 6), "waited_s": round(self.waited, 6)}
