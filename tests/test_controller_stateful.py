@@ -251,6 +251,19 @@ def assert_no_exception(reply: Reply) -> None:
         assert not re.fullmatch(r"(error: )?'[^']*'", text.strip()), reply
 
 
+def forgotten(undo: list[tuple[int, Plan]], program: Plan, name: str) -> list[tuple[int, Plan]]:
+    """The UNDO stack ``undo`` (patch ids and the programs before them) that led to
+    ``program``, as if node ``name`` had never been in any of its programs: the changes
+    that only made that node leave it."""
+    afters = [before for _, before in undo[1:]] + [program]
+    kept = []
+    for (patch_id, before), after in zip(undo, afters, strict=True):
+        before, after = (plan.without(name) if name in plan else plan for plan in (before, after))
+        if editscript.diff(before, after):
+            kept.append((patch_id, before))
+    return kept
+
+
 def same(a: Plan, b: Plan) -> bool:
     """The same program, argument types included (``1`` is not ``1.0``)."""
     return a == b and not editscript.diff(a, b)
@@ -376,6 +389,8 @@ class ControllerMachine(RuleBasedStateMachine):
         patch_id = self.journaled(verb, text, origin)
         if verb == "UNDO" and origin == "socket":
             self.undo.pop()
+        elif origin == "runtime":  # the failed node leaves the UNDO history: no UNDO brings it back
+            self.undo = forgotten(self.undo, before, text)
         else:
             self.undo.append((patch_id, before))
             del self.undo[:-HISTORY]
@@ -839,16 +854,16 @@ class ControllerMachine(RuleBasedStateMachine):
     def replaying_the_journal_gives_the_same_program(self) -> None:
         """The same program, version and UNDO history (under the replay's own patch ids), but for
         the removals the run still owes the journal: a replay that has no entry left makes them."""
-        program, version, history = self.source, self.version, [before for _, before in self.undo]
+        program, version, history = self.source, self.version, self.undo
         for name in self.owed:
-            history.append(program)
+            history = forgotten(history, program, name)
             program, version = program.without(name), version + 1
         controller, trace = self.run.replayed()
         assert controller.unreplayed() == []
         assert trace == self.ran, "the replay ran other steps"
         assert controller.version == version
         assert same(controller.source, program)
-        assert [applied.before for applied in controller.history] == history[-HISTORY:]
+        assert [applied.before for applied in controller.history] == [before for _, before in history]
 
 
 TestController = ControllerMachine.TestCase
@@ -876,17 +891,29 @@ def assert_replay_matches(run: Run) -> Controller:
     return replay
 
 
-def test_undo_of_a_runtime_removal_brings_the_node_back_in_a_replay_too(run):
+def test_no_undo_brings_a_failed_node_back_in_the_run_or_its_replay(run):
+    assert run.send("SET", 'A.text "x"').ok
     assert run.send("ADD", "$G( *Flaky )").ok
-    # Flaky fails in the next step: the runtime removes it at the safe point, then UNDO brings it back.
-    undo = run.send("UNDO")
-    assert undo.ok and "Flaky" in run.controller.source, undo
-    assert [(entry["verb"], entry["origin"]) for entry in run.entries()] == [
-        ("ADD", "socket"),
-        ("REMOVE", "runtime"),
-        ("UNDO", "socket"),
-    ]
-    assert_replay_matches(run)
+    # Flaky fails in the next step, and the runtime removes it at the safe point, with the error.
+    assert run.send("SET", "B.count 5").ok
+    removal = run.entries()[-2]
+    assert (removal["verb"], removal["origin"], removal["added_by"]) == ("REMOVE", "runtime", 2)
+    assert removal["error"] == "ValueError: first run", removal
+    assert "Flaky" not in run.controller.source
+    nodes = run.controller.source.nodes
+    undo = run.send("UNDO")  # undoes the SET of B only
+    assert undo.ok and undo.diff == ("~ B.count = 2",), undo
+    assert run.controller.source.nodes.keys() == nodes.keys()
+    undo = run.send("UNDO")  # the ADD made only Flaky: the next change back is the SET of A
+    assert undo.ok and undo.diff == ('~ A.text = "a"',), undo
+    assert run.controller.source.nodes.keys() == nodes.keys()
+    assert run.send("UNDO").message == "nothing to undo"
+    replay = assert_replay_matches(run)
+    assert [event["node"] for event in replay.removed] == ["Flaky"]
+    # A checkpoint keeps the list STATUS shows.
+    interpreter = Interpreter(START.plan, registry=COMMANDS, variables={"trace": []})
+    resumed = Controller(interpreter, START.source, registry=COMMANDS, restored=run.controller.saved())
+    assert list(resumed.removed) == list(run.controller.removed) and len(resumed.removed) == 1
 
 
 def test_a_failed_nodes_removal_waits_for_the_journal_and_is_replayed_where_it_was_made(run):

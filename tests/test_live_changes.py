@@ -82,12 +82,18 @@ def test_a_failing_added_node_is_removed_journaled_reported_and_never_comes_back
         assert [entry["verb"] for entry in entries] == ["ADD", "REMOVE"]
         assert entries[0]["origin"].startswith("127.0.0.1:") and entries[1]["origin"] == "runtime"
         assert entries[1]["text"] == "PrintCommand" and entries[1]["version"] == added["version"] + 1
+        assert (entries[1]["error"], entries[1]["added_by"]) == (event["error"], added["patch_id"])
         # A later, unrelated change leaves it out; removing it says it is not there.
         later = training.send("ADD", "$TRAINING_BATCH( *ThrottleCommand[seconds=0.0] )")
         assert later["ok"], later
         assert "PrintCommand" not in training.send("STATUS")["data"]["tree"]
         gone = training.send("REMOVE", "PrintCommand")
         assert not gone["ok"] and "there is no node 'PrintCommand'" in gone["message"]
+        # No UNDO brings it back: the first undoes the later change, and the ADD made only it.
+        undone = training.send("UNDO")
+        assert undone["ok"] and undone["diff"] == ["- ThrottleCommand"], undone
+        assert training.send("UNDO")["message"] == "nothing to undo"
+        assert "PrintCommand" not in training.send("STATUS")["data"]["tree"]
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,17 @@ class Applied:
     reloaded: Any = None
 
 
+def forgetting(history: Sequence[Applied], name: str) -> list[Applied]:
+    """``history`` as if node ``name`` had never been in its programs: a change that only
+    made that node leaves it (the UNDO of a failed node's removal, docs/control.md#undo)."""
+    kept = []
+    for applied in history:
+        before, after = (plan.without(name) if name in plan else plan for plan in (applied.before, applied.after))
+        if applied.reloaded is not None or editscript.diff(before, after):
+            kept.append(attrs.evolve(applied, before=before, after=after))
+    return kept
+
+
 class Controller:
     """Owns the running program (source plan, version, history) and the request queue."""
 
@@ -159,7 +170,9 @@ class Controller:
         #: they failed and whether a removal was tried already.
         self._runtime: collections.deque[tuple[str, str, bool]] = collections.deque()
         #: The nodes the runtime removed (STATUS shows them), and which patch added each node.
-        self.removed: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
+        self.removed: collections.deque[dict[str, Any]] = collections.deque(
+            (restored or {}).get("removed", []), maxlen=HISTORY
+        )
         self.added_by: dict[str, int] = {key: int(value) for key, value in (restored or {}).get("added_by", {}).items()}
         interpreter.on_remove = self._node_failed
         interpreter.checkpoint_parts["control"] = self.saved
@@ -393,6 +406,7 @@ class Controller:
             "version": self.version,
             "next_patch_id": self._next_patch_id,
             "added_by": dict(self.added_by),
+            "removed": list(self.removed),
             "code": dict(self.code),
         }
 
@@ -404,6 +418,8 @@ class Controller:
         node: PlanNode,
         *,
         undoes: bool = False,
+        forgets: str | None = None,
+        record: Mapping[str, Any] | None = None,
         prepared: Prepared | None = None,
     ) -> Reply:
         """Apply ``script`` (computed against the running program) at this safe point.
@@ -415,7 +431,9 @@ class Controller:
         nothing; a script that changes nothing (empty, or setting what is
         set already) is no change: no new version, nothing journaled.
         ``undoes``: the change restores the program before the last one in the
-        UNDO history, which it takes out.
+        UNDO history, which it takes out. ``forgets``: the change removes that
+        failed node, which leaves the UNDO history too, so no UNDO brings it back.
+        ``record``: more fields of the journal entry.
         """
         if prepared is None or not self._current(prepared):
             prepared = prepare(self, script)
@@ -426,7 +444,7 @@ class Controller:
         built = self.interpreter.build(plan, rebuild=script.touched(), changed=compiled.changed)
         point = self.point(node)
         data = editscript.script_to_data(script)
-        patch_id = self._journal(verb, text, point, self.version + 1, diff=data)
+        patch_id = self._journal(verb, text, point, self.version + 1, diff=data, **dict(record or {}))
         self.interpreter.install_built(plan, built, changed=compiled.changed)
         with self._lock:  # a snapshot taken now sees all three or none
             self.source, self.compiled = after, plan
@@ -437,6 +455,8 @@ class Controller:
         self._runtime = collections.deque(failed for failed in self._runtime if failed[0] in after)
         if undoes and self.history and self.history[-1].before == after:
             self.history.pop()
+        elif forgets is not None:
+            self.history = forgetting(self.history, forgets)
         else:  # a replayed UNDO whose change is not in this run's history is a change of its own
             self.remember(Applied(patch_id, before, after))
         for operation in script.operations:
@@ -503,7 +523,7 @@ class Controller:
             script = editscript.diff(self.source, self.source.without(name), self.version)
             self._origin = "runtime"
             try:
-                reply = self.commit("REMOVE", name, script, node)
+                self.remove_failed(name, reason, script, node)
             except JournalError as problem:  # it stays out of the run, and in the program for now
                 if not tried:
                     log.error("cannot remove the failed node %s yet: %s", name, describe(problem))
@@ -514,10 +534,17 @@ class Controller:
                 continue
             finally:
                 self._origin = "socket"
-            event = {"node": name, "error": reason, "patch_id": reply.patch_id, "point": reply.point}
-            event["added_by"] = self.added_by.get(name)
-            self.removed.append(event)
-            log.warning("removed node %s after it failed (patch %s)", name, reply.patch_id)
+
+    def remove_failed(self, name: str, error: str, script: editscript.EditScript, node: PlanNode) -> Reply:
+        """Commit ``script``, the removal of node ``name`` that failed with ``error`` (here or in
+        the run a replay repeats): journaled with the error and the patch that added the node,
+        listed by STATUS, and forgotten by the UNDO history."""
+        added_by = self.added_by.get(name)
+        record = {"error": error, "added_by": added_by}
+        reply = self.commit("REMOVE", name, script, node, forgets=name, record=record)
+        self.removed.append({"node": name, "patch_id": reply.patch_id, "point": reply.point, **record})
+        log.warning("removed node %s after it failed (patch %s)", name, reply.patch_id)
+        return reply
 
     def unreplayed(self) -> list[Mapping[str, Any]]:
         """The journal entries being replayed whose point the run has not reached (yet)."""

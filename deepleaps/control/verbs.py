@@ -495,6 +495,8 @@ def replay(controller: Controller, entry: Mapping[str, Any], node: PlanNode) -> 
         return reload.replay(controller, entry, node)
     if entry.get("diff"):
         script = editscript.script_from_data(entry["diff"])
+        if "error" in entry:  # the removal of a node that failed
+            return controller.remove_failed(entry["text"], entry["error"], script, node)
         undoes = entry["verb"] == "UNDO"  # it leaves the UNDO history as it left the original run's
         return controller.commit(entry["verb"], entry.get("text", ""), script, node, undoes=undoes)
     return VERBS[entry["verb"]](controller, entry.get("text", ""), node)
