@@ -394,7 +394,8 @@ class App:
             self.watcher.close()
         if self.controller is not None:
             self.controller.close()
-            self.controller.write_monitor()
+            if self.controller.monitor is not None:
+                self.controller.monitor.write(self.controller.version)
         if self.server is not None:
             self.server.close()
 

@@ -33,6 +33,8 @@ import attrs
 from deepleaps.compiler import Plan, PlanNode, Registry
 from deepleaps.control import editscript
 from deepleaps.control.journal import Journal
+from deepleaps.control.monitor import FILE as MONITOR
+from deepleaps.control.monitor import Monitor
 from deepleaps.control.pacing import Pacing
 from deepleaps.control.preparation import Prepared, Snapshot, prepare
 from deepleaps.control.replies import MAX_TEXT, RefusalLog, Reply, cut, failure, internal_error, stale
@@ -176,7 +178,9 @@ class Controller:
         self.added_by: dict[str, int] = {key: int(value) for key, value in (restored or {}).get("added_by", {}).items()}
         interpreter.on_remove = self._node_failed
         interpreter.checkpoint_parts["control"] = self.saved
-        self._monitor_due = 0.0
+        #: The monitor file, with ``--no-server`` too (None without a run directory).
+        self.monitor = Monitor(run_dir / MONITOR, interpreter) if run_dir is not None else None
+        self._tick_due = 0.0
         self.refusals = RefusalLog()
         self.pacing = pacing or Pacing(1.0)
         self._lock = threading.RLock()  # a signal handler may request while its own thread holds it
@@ -349,12 +353,13 @@ class Controller:
             self._serve(self._queue.popleft(), node)
 
     def tick(self) -> None:
-        """The monitor file, at most once a second."""
+        """Once a second: the count of refusals left out of the log, and the monitor file."""
         now = time.monotonic()
-        if now >= self._monitor_due:
-            self._monitor_due = now + 1.0
+        if now >= self._tick_due:
+            self._tick_due = now + 1.0
             self.refusals.flush()
-            self.write_monitor()
+            if self.monitor is not None and self.monitor.due():
+                self.monitor.write(self.version)
 
     def _serve(self, request: _Request, node: PlanNode) -> None:
         """Carry out one queued request; its work is charged to the pacing."""
@@ -571,18 +576,3 @@ class Controller:
                 reason = describe(ProgramError(reply.errors)) if reply.errors else reply.message
                 message = f"journal entry {entry['id']} ({entry['verb']}) failed on replay: {reason}"
                 raise ProgramError([Diagnostic(message)])
-
-    # ---- monitor ---------------------------------------------------------------------------
-
-    def write_monitor(self) -> None:
-        """The seed's monitor file: the running graph as a tree with counters."""
-        if self.run_dir is None:
-            return
-        from deepleaps.compiler.views import plan_tree
-        from deepleaps.train.checkpoint import atomic_write
-
-        text = f"version {self.version}\n" + plan_tree(self.interpreter.plan, self.interpreter.states)
-        try:
-            atomic_write(self.run_dir / "monitor.txt", lambda file: file.write(text.encode()), durable=False)
-        except OSError as problem:
-            log.warning("cannot write the monitor file: %s", problem)
