@@ -38,8 +38,10 @@ from control_fixtures import (
 )
 
 from deepleaps.control.client import Client
-from deepleaps.control.editscript import AddNode, EditScript, script_to_data, to_data, value_to_ast
+from deepleaps.control.editjson import script_to_data
+from deepleaps.control.editscript import AddNode, EditScript, value_to_ast
 from deepleaps.control.framing import HEADER
+from deepleaps.lang.serialize import to_data
 from deepleaps.workspace.confine import CLASSES_SETTING, MODULES_SETTING, READ_SETTING, WRITE_SETTING
 
 pytestmark = pytest.mark.slow

@@ -53,7 +53,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 import deepleaps.runtime.commands  # noqa: F401  (registers Graph)
 from deepleaps.compiler import REGISTRY, Kind, OnError, Plan, PlanNode, compile_plan, compile_source, resolve
-from deepleaps.control import editscript
+from deepleaps.control import editjson, editscript
 from deepleaps.control.engine import HISTORY, Controller
 from deepleaps.control.identity import match_identities, written_names
 from deepleaps.control.journal import Journal, read_journal
@@ -233,7 +233,7 @@ class Run:
 
 
 def script_payload(script: editscript.EditScript) -> str:
-    return json.dumps(editscript.script_to_data(script))
+    return json.dumps(editjson.script_to_data(script))
 
 
 # ---- what the replies must look like --------------------------------------------------------
@@ -520,7 +520,7 @@ class ControllerMachine(RuleBasedStateMachine):
             if request.verb == "UNDO":
                 assert same(outcome, self.undo[-1][1])
             # The reply's edit script, the one journaled, takes the program where it now is.
-            assert same(editscript.apply(self.source, editscript.script_from_data(reply.script)), outcome)
+            assert same(editscript.apply(self.source, editjson.script_from_data(reply.script)), outcome)
             assert reply.patch_id == self.change(outcome, request.verb, text), reply
         else:  # EXPORT
             assert reply.patch_id == self.journaled("EXPORT", request.payload), reply
@@ -734,8 +734,8 @@ class ControllerMachine(RuleBasedStateMachine):
         payload = data.draw(
             st.sampled_from(
                 [
-                    json.dumps({"schema": editscript.SCHEMA, "base_version": version, "operations": [operation]}),
-                    json.dumps({"schema": editscript.SCHEMA, "base_version": version, "operations": operation}),
+                    json.dumps({"schema": editjson.SCHEMA, "base_version": version, "operations": [operation]}),
+                    json.dumps({"schema": editjson.SCHEMA, "base_version": version, "operations": operation}),
                     json.dumps({"schema": "deepleaps.edit/0", "base_version": version, "operations": []}),
                     json.dumps([operation]),
                     "{not json",

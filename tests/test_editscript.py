@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import deepleaps.runtime  # noqa: F401 - registers Graph, IterateCommand, PrintCommand
 from deepleaps.compiler import Cycle, Kind, OnError, Plan, PlanNode, compile_source
+from deepleaps.control.editjson import script_from_data, script_to_data
 from deepleaps.control.editscript import (
     OPTIONS,
     AddEdge,
@@ -36,8 +37,6 @@ from deepleaps.control.editscript import (
     UnsetArgument,
     apply,
     diff,
-    script_from_data,
-    script_to_data,
 )
 from deepleaps.lang import ProgramError, ast
 

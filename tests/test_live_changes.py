@@ -22,7 +22,7 @@ from workspace_fixtures import (  # noqa: F401  (small_workspace is a fixture)
     write_command_file,
 )
 
-from deepleaps.control import editscript
+from deepleaps.control import editjson, editscript
 from deepleaps.control.client import Client, ControlError
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ def test_set_of_a_node_argument_runs_the_compilers_checks(workspace, payload, me
 
 def test_patch_is_checked_as_a_whole_program(workspace):
     def patch(*operations) -> str:
-        return json.dumps(editscript.script_to_data(editscript.EditScript(operations, base_version=1)))
+        return json.dumps(editjson.script_to_data(editscript.EditScript(operations, base_version=1)))
 
     add = editscript.AddNode("P", "TRAINING_BATCH", "PrintCommand", "graph")
     with running(workspace, "patched") as training:

@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 
 from deepleaps.compiler import Plan, PlanNode, Registry
-from deepleaps.control import editscript
+from deepleaps.control import editjson, editscript
 from deepleaps.control.journal import Journal
 from deepleaps.control.monitor import FILE as MONITOR
 from deepleaps.control.monitor import Monitor
@@ -407,7 +407,7 @@ class Controller:
         if self.journal is not None:
             self.journal.sync()
         return {
-            "program": editscript.program_to_data(self.source),
+            "program": editjson.program_to_data(self.source),
             "version": self.version,
             "next_patch_id": self._next_patch_id,
             "added_by": dict(self.added_by),
@@ -448,7 +448,7 @@ class Controller:
         plan = compiled.plan
         built = self.interpreter.build(plan, rebuild=script.touched(), changed=compiled.changed)
         point = self.point(node)
-        data = editscript.script_to_data(script)
+        data = editjson.script_to_data(script)
         patch_id = self._journal(verb, text, point, self.version + 1, diff=data, **dict(record or {}))
         self.interpreter.install_built(plan, built, changed=compiled.changed)
         with self._lock:  # a snapshot taken now sees all three or none

@@ -21,7 +21,7 @@ from deepleaps.compiler import Compiled, Plan, Registry
 from deepleaps.compiler.arguments import check_node
 from deepleaps.compiler.check import Problems, check_plan
 from deepleaps.compiler.incremental import check_change, compile_change
-from deepleaps.control import editscript
+from deepleaps.control import editjson, editscript
 from deepleaps.lang import ProgramError
 from deepleaps.lang.diagnostics import SourceText, error
 from deepleaps.lang.programfile import Definition, Override
@@ -52,7 +52,7 @@ def restore_program(
         ProgramError: it is not a program, an override names no node of it, or it no
             longer passes the checks (a class gone, …).
     """
-    plan = editscript.program_from_data(saved["program"])
+    plan = editjson.program_from_data(saved["program"])
     missing = [override for override in overrides if override.node not in plan]
     if missing:
         raise ProgramError(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from deepleaps.compiler import PlanNode, resolve_change
 from deepleaps.compiler.dot import to_dot
 from deepleaps.compiler.views import plan_tree
-from deepleaps.control import editscript, reload
+from deepleaps.control import editjson, editscript, reload
 from deepleaps.control.identity import match_identities, written_names
 from deepleaps.control.program_text import ProgramWriter
 from deepleaps.control.replies import Reply, cut, failure, stale
@@ -99,7 +99,7 @@ def diff_program(controller: Controller, payload: str) -> Reply:
         "dry run",
         controller.version,
         diff=tuple(script.summary()),
-        script=editscript.script_to_data(script),
+        script=editjson.script_to_data(script),
     )
 
 
@@ -130,7 +130,7 @@ def patch_script(controller: Program, payload: str) -> editscript.EditScript:
         raise ProgramError([Diagnostic(f"PATCH needs an edit script in JSON: {problem}")]) from None
     except RecursionError:
         raise ProgramError([Diagnostic("PATCH: the JSON nests too deeply to be an edit script")]) from None
-    script = editscript.script_from_data(data)
+    script = editjson.script_from_data(data)
     if script.base_version != controller.version:
         raise ProgramError([Diagnostic(stale(script.base_version, controller.version))])
     return script
@@ -494,7 +494,7 @@ def replay(controller: Controller, entry: Mapping[str, Any], node: PlanNode) -> 
     if entry.get("module"):
         return reload.replay(controller, entry, node)
     if entry.get("diff"):
-        script = editscript.script_from_data(entry["diff"])
+        script = editjson.script_from_data(entry["diff"])
         if "error" in entry:  # the removal of a node that failed
             return controller.remove_failed(entry["text"], entry["error"], script, node)
         undoes = entry["verb"] == "UNDO"  # it leaves the UNDO history as it left the original run's

@@ -17,7 +17,7 @@ from typing import Any
 
 from deepleaps.compiler.dot import DrawError, draw
 from deepleaps.control.client import ControlError
-from deepleaps.control.editscript import script_from_data
+from deepleaps.control.editjson import script_from_data
 from deepleaps.control.journal import FILE as JOURNAL
 from deepleaps.dashboard.link import Link
 from deepleaps.dashboard.tail import CsvTail, JournalTail
