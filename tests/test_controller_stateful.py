@@ -27,6 +27,7 @@ generated request is valid is known where it is generated. After every rule:
   program, version and UNDO history (but for the removals of failed nodes the
   run still owes a broken journal, which such a replay makes itself);
 - ``UNDO`` restores the exact program before the change it undoes;
+- a controller resumed from what a checkpoint keeps has the same UNDO history;
 - no reply carries a Python exception: each refusal is a diagnostic or a sentence.
 
 The tests after the machine are the cases it found, one each.
@@ -54,7 +55,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 import deepleaps.runtime.commands  # noqa: F401  (registers Graph)
 from deepleaps.compiler import REGISTRY, Kind, OnError, Plan, PlanNode, compile_plan, compile_source, resolve
 from deepleaps.control import editjson, editscript
-from deepleaps.control.engine import HISTORY, Controller
+from deepleaps.control.engine import Controller
+from deepleaps.control.history import HISTORY
 from deepleaps.control.identity import match_identities, written_names
 from deepleaps.control.journal import Journal, read_journal
 from deepleaps.control.preparation import check_program
@@ -844,6 +846,15 @@ class ControllerMachine(RuleBasedStateMachine):
             assert self.interpreter.states[name].finished
         variables = self.interpreter.context.variables
         assert {name: variables[name] for name in variables.get("exported", [])} == self.variables
+
+    @invariant()
+    def a_checkpoint_keeps_the_undo_history(self) -> None:
+        interpreter = Interpreter(START.plan, registry=COMMANDS, variables={"trace": []})
+        saved = self.controller.saved()
+        resumed = Controller(interpreter, self.source, registry=COMMANDS, restored=saved)
+        assert [(applied.patch_id, applied.before) for applied in resumed.history] == self.undo
+        for applied, (_, before) in zip(resumed.history, self.undo, strict=True):
+            assert same(applied.before, before)
 
     @invariant()
     def the_journal_holds_every_change_and_nothing_else(self) -> None:

@@ -174,6 +174,8 @@ def test_resume_goes_on_with_the_changed_program_and_ends_as_a_run_given_the_sam
     assert saved["variables"] == {"note": "hello"}
     entries = journal_entries(run_dir)
     assert [entry["verb"] for entry in entries] == ["PAUSE", "ADD", "SET", "SET", "EXPORT", "CHECKPOINT"]
+    # The UNDO history, newest first: the plan changes (SET of a node argument, ADD).
+    assert [change["patch_id"] for change in saved["control"]["history"]] == [entries[2]["id"], entries[1]["id"]]
 
     resumed = run_deepleaps(small_workspace, "run", "--config", config, "--name", "changed", "--mode", "resume")
     assert resumed.returncode == 0, describe(resumed)
@@ -182,6 +184,7 @@ def test_resume_goes_on_with_the_changed_program_and_ends_as_a_run_given_the_sam
     assert final["control"]["version"] == status["version"]
     assert final["control"]["next_patch_id"] == entries[-1]["id"] + 1
     assert final["variables"] == {"note": "hello"}
+    assert final["control"]["history"] == saved["control"]["history"]
     assert "PrintCommand" in final["states"]
     assert final["states"]["TRAINING_BATCH"]["step"] == 64 // 8, "batch_size 8 was not kept"
 

@@ -32,6 +32,7 @@ import attrs
 
 from deepleaps.compiler import Plan, PlanNode, Registry
 from deepleaps.control import editjson, editscript
+from deepleaps.control.history import HISTORY, Applied, forgetting, history_from_data, history_to_data
 from deepleaps.control.journal import Journal
 from deepleaps.control.monitor import FILE as MONITOR
 from deepleaps.control.monitor import Monitor
@@ -85,30 +86,16 @@ class _Request:
 #: it. These are not paced, and a client over ``max_clients`` may still send them.
 ALWAYS_SERVED = ("STOP", "STATUS", "PING")
 
-#: How many applied changes UNDO can go back through.
-HISTORY = 100
 
-
-@attrs.frozen
-class Applied:
-    """One applied change, kept for UNDO: a plan change, or a module reload (the program the
-    same before and after; ``reloaded`` is what UNDO loads back, see deepleaps.control.reload)."""
-
-    patch_id: int
-    before: Plan
-    after: Plan
-    reloaded: Any = None
-
-
-def forgetting(history: Sequence[Applied], name: str) -> list[Applied]:
-    """``history`` as if node ``name`` had never been in its programs: a change that only
-    made that node leaves it (the UNDO of a failed node's removal, docs/control.md#undo)."""
-    kept = []
-    for applied in history:
-        before, after = (plan.without(name) if name in plan else plan for plan in (applied.before, applied.after))
-        if applied.reloaded is not None or editscript.diff(before, after):
-            kept.append(attrs.evolve(applied, before=before, after=after))
-    return kept
+def _restored_history(restored: Mapping[str, Any] | None) -> list[Applied]:
+    """The UNDO history a checkpoint kept (none in one written before it kept it)."""
+    if not restored or "history" not in restored:
+        return []
+    try:
+        return history_from_data(restored["history"], editjson.program_from_data(restored["program"]))
+    except ProgramError as problem:
+        log.warning("the checkpoint's UNDO history cannot be restored, UNDO starts here: %s", describe(problem))
+        return []
 
 
 class Controller:
@@ -149,7 +136,7 @@ class Controller:
         #: What the program's classes, files and modules may reach (docs/security.md).
         self.confinement = confinement or Confinement(workspace or Path.cwd())
         self.version = int(restored["version"]) if restored else 1
-        self.history: list[Applied] = []
+        self.history: list[Applied] = _restored_history(restored)
         #: The text of each module version a reload loaded, by module name: checkpoints keep
         #: it, and a resumed run loads it (see deepleaps.control.reload).
         self.code: dict[str, Any] = dict((restored or {}).get("code", {}))
@@ -412,6 +399,7 @@ class Controller:
             "next_patch_id": self._next_patch_id,
             "added_by": dict(self.added_by),
             "removed": list(self.removed),
+            "history": history_to_data(self.history),
             "code": dict(self.code),
         }
 

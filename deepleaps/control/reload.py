@@ -34,7 +34,7 @@ import torch
 
 from deepleaps.compiler import PlanNode
 from deepleaps.compiler.registry import REGISTRY, Registry
-from deepleaps.control.engine import Applied
+from deepleaps.control.history import Applied
 from deepleaps.control.preparation import check_program
 from deepleaps.control.replies import Reply, failure
 from deepleaps.distributed import ddp
