@@ -505,7 +505,20 @@ class Controller:
     def _node_failed(self, node: PlanNode, error: Exception) -> None:
         """A node with ``on_error: remove`` failed (interpreter thread): it is removed at the
         next safe point, through the commit protocol, and the removal is kept for STATUS."""
-        self._runtime.append((node.name, describe(error), False))
+        self.failed(node.name, describe(error))
+
+    def failed(self, name: str, error: str) -> None:
+        """Node ``name`` failed with ``error``, here or on another rank: remove it at the next
+        safe point (once, wherever else it failed too)."""
+        if all(name != pending for pending, _, _ in self._runtime):
+            self._runtime.append((name, error, False))
+
+    def take_failures(self) -> list[tuple[str, str]]:
+        """The failed nodes awaiting removal, and their errors, handed over to the rank that
+        removes them (deepleaps.distributed.lockstep): this controller awaits them no more."""
+        failures = [(name, error) for name, error, _ in self._runtime]
+        self._runtime.clear()
+        return failures
 
     def _remove_failed(self, node: PlanNode) -> None:
         """Remove the failed nodes, in the order they failed. A removal the journal cannot

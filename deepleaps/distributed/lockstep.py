@@ -1,12 +1,14 @@
 """Every change rank 0 commits, applied by every rank at the same safe point (docs/distributed.md).
 
 Rank 0 alone serves the control channel, keeps the journal and decides. At every safe point
-it announces whether anything happens at the next one: a broadcast of one integer, started
-there and awaited at the next safe point, so that it travels while the step runs and adds
-no wait of its own. Mostly nothing happens, and that is all. When something does (requests
-are queued, a journal is being replayed, a failed node awaits its removal, the run is paused
-or stopping), every rank sends rank 0 its random state (a checkpoint written here keeps them
-all), rank 0 serves the requests through the commit protocol, and broadcasts the journal
+the ranks announce whether anything happens at the next one: the largest of one integer from
+each (an all-reduce), started there and awaited at the next safe point, so that it travels
+while the step runs and adds no wait of its own. Mostly nothing happens, and that is all.
+When something does (on rank 0: requests are queued, a journal is being replayed, the run is
+paused or stopping; on any rank: a node with ``on_error: remove`` failed there), every rank
+sends rank 0 its random state (a checkpoint written here keeps them all) and the nodes that
+failed on it, rank 0 serves the requests and removes the failed nodes through the commit
+protocol (each removal's error names the rank it failed on), and broadcasts the journal
 entries it committed, whether the run is paused or stopping, and its ``$latest``. The other
 ranks apply the entries through the path a replay takes
 (:func:`deepleaps.control.verbs.replay`: module reloads bring their source text, checked
@@ -103,7 +105,8 @@ class Lockstep:
                 held = self._round(interpreter, node, held=True)
         self._rewrap(interpreter)
         controller = self.controller
-        wanted = self.world.is_main and (controller.due or controller.holding or interpreter.stop_requested)
+        # Rank 0 has requests, a replay or its own failed nodes; another rank, failed nodes.
+        wanted = controller.due or (self.world.is_main and (controller.holding or interpreter.stop_requested))
         self._announced = self.world.announce([int(wanted)])
         if self.world.is_main:
             controller.tick()
@@ -117,11 +120,15 @@ class Lockstep:
     def _round(self, interpreter: Interpreter, node: PlanNode, held: bool) -> bool:
         """One round of the safe point, on every rank; whether the run is held (paused) for another."""
         world, controller = self.world, self.controller
-        states = world.gather(rng_state())
+        failures = [] if world.is_main else controller.take_failures()
+        gathered = world.gather((rng_state(), failures))
         decision: Decision | None = None
         error: Exception | None = None
-        if world.is_main:
-            world.shared = Shared(rng=states)
+        if gathered is not None:  # rank 0
+            for rank, (_, failed) in enumerate(gathered):
+                for name, reason in failed:
+                    controller.failed(name, f"on rank {rank}: {reason}")
+            world.shared = Shared(rng=[state for state, _ in gathered])
             try:
                 if held:
                     controller.serve_paused(node, PAUSE_ROUND)
