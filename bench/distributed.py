@@ -84,8 +84,8 @@ class SmallData(Dataset):
 class StampedContainer(TrainerContainer):
     """The default step, and the wall time after it."""
 
-    def __init__(self, config, root="."):
-        super().__init__(config, root)
+    def __init__(self, config, root=".", **options):
+        super().__init__(config, root, **options)
         self.stamps: list[float] = []
 
     def train_step(self) -> float:
@@ -148,7 +148,9 @@ def write_workspace(directory: Path, epochs: int) -> Path:
             "TRAINING_BATCH": {"command": "DataLoaderCommand", "args": {"loader": "train", "progress": False}},
             "TRAINING_STEP": {"command": "RunCommand", "args": {"method": "train_step"}},
         },
-        "COMMAND_CONTROLLER": {"ipc_host": "127.0.0.1", "ipc_port": 0},
+        # The benchmark's classes are this script's (run as __main__, named as distributed),
+        # outside the workspace.
+        "COMMAND_CONTROLLER": {"ipc_host": "127.0.0.1", "ipc_port": 0, "allow_classes": ["distributed", "__main__"]},
         "RUN": {"output": "output", "name": "bench", "mode": "new"},
     }
     path = directory / "bench.yaml"
