@@ -451,7 +451,7 @@ class Controller:
         elif forgets is not None:
             self.history = forgetting(self.history, forgets)
         else:  # a replayed UNDO whose change is not in this run's history is a change of its own
-            self.remember(Applied(patch_id, before, after))
+            self.remember(Applied(patch_id, before, after, frozenset(editscript.changed(before, script))))
         for operation in script.operations:
             if isinstance(operation, editscript.AddNode):
                 self.added_by[operation.name] = patch_id

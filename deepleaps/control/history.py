@@ -25,6 +25,10 @@ class Applied:
     patch_id: int
     before: Plan
     after: Plan
+    #: The nodes that may differ between ``before`` and ``after`` (see
+    #: :func:`deepleaps.control.editscript.changed`), so that diffs of a large program look at
+    #: those only; None: any may.
+    changed: frozenset[str] | None = None
     reloaded: Any = None
 
 
@@ -34,7 +38,7 @@ def forgetting(history: Sequence[Applied], name: str) -> list[Applied]:
     kept = []
     for applied in history:
         before, after = (plan.without(name) if name in plan else plan for plan in (applied.before, applied.after))
-        if applied.reloaded is not None or editscript.diff(before, after):
+        if applied.reloaded is not None or editscript.diff(before, after, among=applied.changed):
             kept.append(attrs.evolve(applied, before=before, after=after))
     return kept
 
@@ -47,7 +51,7 @@ def history_to_data(history: Sequence[Applied]) -> list[dict[str, Any]]:
     for applied in reversed(history):
         if applied.reloaded is not None:
             break
-        undo = editjson.script_to_data(editscript.diff(applied.after, applied.before))
+        undo = editjson.script_to_data(editscript.diff(applied.after, applied.before, among=applied.changed))
         data.append({"patch_id": applied.patch_id, "undo": undo})
     return data
 
@@ -66,8 +70,9 @@ def history_from_data(data: Any, program: Plan) -> list[Applied]:
     for item in data:
         if not isinstance(item.get("patch_id"), int):
             raise malformed
-        before = editscript.apply(after, editjson.script_from_data(item.get("undo")))
-        history.append(Applied(item["patch_id"], before, after))
+        undo = editjson.script_from_data(item.get("undo"))
+        before = editscript.apply(after, undo)
+        history.append(Applied(item["patch_id"], before, after, frozenset(editscript.changed(after, undo))))
         after = before
     history.reverse()
     return history[-HISTORY:]
