@@ -49,11 +49,10 @@ class World:
         return box[0]
 
     def announce(self, values: Sequence[int]) -> Announcement:
-        """Start sending every rank's few integers to every rank; :meth:`Announcement.wait` has
-        the largest of each. Started at one safe point and awaited at the next, the collective
-        overlaps a step."""
+        """Start sending rank 0's few integers to every rank; :meth:`Announcement.wait` has them.
+        Started at one safe point and awaited at the next, the collective overlaps a step."""
         tensor = torch.tensor(list(values), dtype=torch.int64, device=self.device)
-        work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, async_op=True) if self.distributed else None
+        work = dist.broadcast(tensor, src=0, async_op=True) if self.distributed else None
         return Announcement(tensor, work)
 
     def gather(self, value: Any) -> list[Any] | None:
@@ -88,7 +87,7 @@ class World:
 
 @attrs.frozen
 class Announcement:
-    """Integers on their way from every rank, the largest of each kept."""
+    """Integers on their way from rank 0."""
 
     tensor: torch.Tensor
     work: Any = None
