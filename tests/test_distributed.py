@@ -88,24 +88,6 @@ class FreezeCommand(Command):
     def run(self, ctx):
         getattr(unwrap(ctx.container.model), self.args.part).requires_grad_(False)
 '''
-RANK_ONE_COMMAND = '''\
-"""Fails on rank 1 only: a node that breaks on one machine of a run."""
-
-import os
-
-from deepleaps.compiler import Kind
-from deepleaps.runtime import Command, command
-
-
-@command
-class RankOneFailsCommand(Command):
-    name = "RankOneFailsCommand"
-    kind = Kind.LEAF
-
-    def run(self, ctx):
-        if os.environ.get("RANK") == "1":
-            raise RuntimeError("not on rank 1")
-'''
 APPLIED = re.compile(r"^\[rank (\d)\] applied patch (\d+) (\w+) at (\w+) (.*)$", re.MULTILINE)
 
 
@@ -139,7 +121,6 @@ def workspace(tmp_path_factory) -> Path:
     directory = make_small_workspace(tmp_path_factory.mktemp("distributed"))
     (directory / "src" / "ipc" / "Throttle.py").write_text(THROTTLE_COMMAND, encoding="utf-8")
     (directory / "src" / "ipc" / "Freeze.py").write_text(FREEZE_COMMAND, encoding="utf-8")
-    (directory / "src" / "ipc" / "RankOne.py").write_text(RANK_ONE_COMMAND, encoding="utf-8")
     return directory
 
 
@@ -150,7 +131,7 @@ def command_file(workspace: Path, name: str, *, epochs: int, throttle: float = 0
         "THROTTLE": {"command": "ThrottleCommand", "args": {"seconds": throttle}},
         "LOG_METRICS": {"command": "LogMetricsCommand", "args": {"tensorboard": False}},
     }
-    modules = ("src.ipc.Throttle", "src.ipc.Freeze", "src.ipc.RankOne")
+    modules = ("src.ipc.Throttle", "src.ipc.Freeze")
     path = write_command_file(workspace, f"{name}.yaml", epochs=epochs, program=PROGRAM, define=define, modules=modules)
     config = yaml.safe_load((workspace / path).read_text(encoding="utf-8"))
     config["DEFINE"]["LOG_METRICS"].pop("run_cycle", None)
@@ -200,12 +181,6 @@ def live(workspace: Path) -> dict:
         replies["set"] = training.send("SET", "optimizer.lr 0.001")
         replies["bad_set"] = training.send("SET", "optimizer.lr -1")
         replies["freeze"] = training.send("ADD", "$TRAINING_BATCH( *FreezeCommand )")
-        replies["rank_one"] = training.send("ADD", "$TRAINING_BATCH( *RankOneFailsCommand )")
-        removed = wait_for(
-            lambda: training.send("STATUS")["data"]["removed"],
-            "the node failing on rank 1 to be removed",
-            on_fail=training.describe,
-        )
         model = workspace / "src" / "model" / "SimpleConv.py"
         original = model.read_text(encoding="utf-8")
         model.write_text(reloaded_model(original), encoding="utf-8")
@@ -224,7 +199,6 @@ def live(workspace: Path) -> dict:
         return {
             "training": training,
             "replies": replies,
-            "removed": removed,
             "status": status,
             "paused_at": paused_at,
             "held_at": held_at,
@@ -241,13 +215,12 @@ def live(workspace: Path) -> dict:
 def test_every_change_is_applied_by_every_rank_at_the_same_step(workspace: Path, live: dict):
     training, replies = live["training"], live["replies"]
     assert live["status"] == 0, training.describe()
-    for verb in ("add", "set", "freeze", "rank_one", "reload", "pause", "resume", "stop"):
+    for verb in ("add", "set", "freeze", "reload", "pause", "resume", "stop"):
         assert replies[verb]["ok"], replies[verb]
     assert "tried on the last batch" in replies["reload"]["message"]
     assert run_directories(workspace, "live") == [live["run_dir"]]
     journal = training.journal()
-    verbs = ["ADD", "SET", "ADD", "ADD", "REMOVE", "RELOAD_MODULE", "PAUSE", "RESUME", "STOP"]
-    assert [entry["verb"] for entry in journal] == verbs
+    assert [entry["verb"] for entry in journal] == ["ADD", "SET", "ADD", "RELOAD_MODULE", "PAUSE", "RESUME", "STOP"]
     assert len({entry["id"] for entry in journal}) == len(journal)
     ranks = applied(live["stderr"])
     assert sorted(ranks) == [0, 1]
@@ -280,19 +253,7 @@ def test_a_change_refused_on_rank_0_reaches_no_rank(live: dict):
     replies = live["replies"]
     assert not replies["refused"]["ok"] and not replies["bad_set"]["ok"]
     verbs = [verb for _, verb, _, _ in applied(live["stderr"])[1]]
-    assert verbs.count("ADD") == 3 and verbs.count("SET") == 1
-
-
-@pytest.mark.slow
-def test_a_node_that_fails_on_another_rank_is_removed_on_every_rank(live: dict):
-    (event,) = live["removed"]
-    assert event["node"] == "RankOneFailsCommand", event
-    assert event["error"] == "on rank 1: RuntimeError: not on rank 1", event
-    assert event["added_by"] == live["replies"]["rank_one"]["patch_id"]
-    (removal,) = [entry for entry in live["training"].journal() if entry["verb"] == "REMOVE"]
-    assert (removal["origin"], removal["text"], removal["error"]) == ("runtime", event["node"], event["error"])
-    # Both ranks removed it at the same safe point (the first test compares every entry's point).
-    assert [(patch, verb) for patch, verb, _, _ in applied(live["stderr"])[1]].count((removal["id"], "REMOVE")) == 1
+    assert verbs.count("ADD") == 2 and verbs.count("SET") == 1
 
 
 @pytest.mark.slow

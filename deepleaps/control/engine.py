@@ -87,12 +87,13 @@ class _Request:
 ALWAYS_SERVED = ("STOP", "STATUS", "PING")
 
 
-def _restored_history(restored: Mapping[str, Any] | None) -> list[Applied]:
-    """The UNDO history a checkpoint kept (none in one written before it kept it)."""
+def _restored_history(restored: Mapping[str, Any] | None, source: Plan) -> list[Applied]:
+    """The UNDO history a checkpoint kept (none in one written before it kept it), whose
+    newest change made ``source``, the program restored from it (with any ``--set``)."""
     if not restored or "history" not in restored:
         return []
     try:
-        return history_from_data(restored["history"], editjson.program_from_data(restored["program"]))
+        return history_from_data(restored["history"], source)
     except ProgramError as problem:
         log.warning("the checkpoint's UNDO history cannot be restored, UNDO starts here: %s", describe(problem))
         return []
@@ -136,7 +137,7 @@ class Controller:
         #: What the program's classes, files and modules may reach (docs/security.md).
         self.confinement = confinement or Confinement(workspace or Path.cwd())
         self.version = int(restored["version"]) if restored else 1
-        self.history: list[Applied] = _restored_history(restored)
+        self.history: list[Applied] = _restored_history(restored, source)
         #: The text of each module version a reload loaded, by module name: checkpoints keep
         #: it, and a resumed run loads it (see deepleaps.control.reload).
         self.code: dict[str, Any] = dict((restored or {}).get("code", {}))
@@ -505,20 +506,7 @@ class Controller:
     def _node_failed(self, node: PlanNode, error: Exception) -> None:
         """A node with ``on_error: remove`` failed (interpreter thread): it is removed at the
         next safe point, through the commit protocol, and the removal is kept for STATUS."""
-        self.failed(node.name, describe(error))
-
-    def failed(self, name: str, error: str) -> None:
-        """Node ``name`` failed with ``error``, here or on another rank: remove it at the next
-        safe point (once, wherever else it failed too)."""
-        if all(name != pending for pending, _, _ in self._runtime):
-            self._runtime.append((name, error, False))
-
-    def take_failures(self) -> list[tuple[str, str]]:
-        """The failed nodes awaiting removal, and their errors, handed over to the rank that
-        removes them (deepleaps.distributed.lockstep): this controller awaits them no more."""
-        failures = [(name, error) for name, error, _ in self._runtime]
-        self._runtime.clear()
-        return failures
+        self._runtime.append((node.name, describe(error), False))
 
     def _remove_failed(self, node: PlanNode) -> None:
         """Remove the failed nodes, in the order they failed. A removal the journal cannot

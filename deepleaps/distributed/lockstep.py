@@ -5,10 +5,8 @@ it announces whether anything happens at the next one: a broadcast of one intege
 there and awaited at the next safe point, so that it travels while the step runs and adds
 no wait of its own. Mostly nothing happens, and that is all. When something does (requests
 are queued, a journal is being replayed, a failed node awaits its removal, the run is paused
-or stopping, or a second has passed since the last such round), every rank sends rank 0 its
-random state (a checkpoint written here keeps them all) and the nodes with ``on_error:
-remove`` that failed on it; rank 0 serves the requests, removes the failed nodes through the
-commit protocol (each removal's error names the rank it failed on), and broadcasts the journal
+or stopping), every rank sends rank 0 its random state (a checkpoint written here keeps them
+all), rank 0 serves the requests through the commit protocol, and broadcasts the journal
 entries it committed, whether the run is paused or stopping, and its ``$latest``. The other
 ranks apply the entries through the path a replay takes
 (:func:`deepleaps.control.verbs.replay`: module reloads bring their source text, checked
@@ -25,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -46,8 +43,6 @@ log = logging.getLogger("deepleaps.distributed")
 
 #: How long a paused rank 0 waits for a request before the next round of the collective.
 PAUSE_ROUND = 0.2
-#: How often, in seconds, rank 0 holds a round only to hear of nodes that failed on other ranks.
-ASK_EVERY = 1.0
 
 
 class LockstepError(ProgramError):
@@ -99,8 +94,6 @@ class Lockstep:
         #: What rank 0 announced at the last safe point about the next (the first: a replayed
         #: journal may have an entry there).
         self._announced: Announcement | None = world.announce([int(world.is_main and controller.due)])
-        #: When rank 0 next holds a round with nothing to serve, to hear of nodes that failed elsewhere.
-        self._asks = time.monotonic() + ASK_EVERY
 
     def on_safe_point(self, interpreter: Interpreter, node: PlanNode) -> None:
         announced, self._announced = self._announced, None
@@ -109,18 +102,11 @@ class Lockstep:
             while held:
                 held = self._round(interpreter, node, held=True)
         self._rewrap(interpreter)
-        self._announced = self.world.announce([int(self.world.is_main and self._wanted(interpreter))])
+        controller = self.controller
+        wanted = self.world.is_main and (controller.due or controller.holding or interpreter.stop_requested)
+        self._announced = self.world.announce([int(wanted)])
         if self.world.is_main:
-            self.controller.tick()
-
-    def _wanted(self, interpreter: Interpreter) -> bool:
-        """Whether rank 0 holds a round at the next safe point: something to serve, or the
-        other ranks were last asked for their failed nodes :data:`ASK_EVERY` seconds ago."""
-        controller, now = self.controller, time.monotonic()
-        if controller.due or controller.holding or interpreter.stop_requested or now >= self._asks:
-            self._asks = now + ASK_EVERY
-            return True
-        return False
+            controller.tick()
 
     def finish(self) -> None:
         """The run ended on every rank: receive the last announcement (nothing follows it)."""
@@ -131,15 +117,11 @@ class Lockstep:
     def _round(self, interpreter: Interpreter, node: PlanNode, held: bool) -> bool:
         """One round of the safe point, on every rank; whether the run is held (paused) for another."""
         world, controller = self.world, self.controller
-        failures = [] if world.is_main else controller.take_failures()
-        gathered = world.gather((rng_state(), failures))
+        states = world.gather(rng_state())
         decision: Decision | None = None
         error: Exception | None = None
-        if gathered is not None:  # rank 0
-            for rank, (_, failed) in enumerate(gathered):
-                for name, reason in failed:
-                    controller.failed(name, f"on rank {rank}: {reason}")
-            world.shared = Shared(rng=[state for state, _ in gathered])
+        if world.is_main:
+            world.shared = Shared(rng=states)
             try:
                 if held:
                     controller.serve_paused(node, PAUSE_ROUND)
